@@ -1,0 +1,330 @@
+"""`bloasis` command line: the embedded stack, migrations, runs, the relay, the server, reads."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from bloasis.config import Settings, SettingsError, default_state_dir, load_settings
+
+
+class CliError(RuntimeError):
+    """An error the user can act on: printed without a traceback, exit status 1."""
+
+
+def _err(msg: str) -> None:
+    print(f"bloasis: {msg}", file=sys.stderr)
+
+
+def _iso_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {value!r}") from None
+
+
+def prefect_env(state_dir: Path) -> None:
+    """Prefect reads its settings at import: keep its home in the project, no analytics."""
+    os.environ.setdefault("PREFECT_HOME", str((state_dir / "prefect").resolve()))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+
+# --- stack -----------------------------------------------------------------------------------
+def cmd_stack(args: argparse.Namespace) -> int:
+    from bloasis import stack
+
+    state_dir = default_state_dir()
+    if args.action == "up":
+        env = stack.up(state_dir, progress=lambda m: print(m, file=sys.stderr))
+        _migrate(Settings(database_url=env.get("BLOASIS_DATABASE_URL")))
+        print(f"stack up; `source {state_dir}/env` to use it from a shell")
+        print(stack.format_status(stack.status(state_dir)))
+    elif args.action == "down":
+        stopped = stack.down(state_dir)
+        print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    elif args.action == "status":
+        print(stack.format_status(stack.status(state_dir)))
+    elif args.action == "stop":
+        stack.stop_service(args.service, state_dir)
+        print(f"stopped {args.service}")
+    elif args.action == "start":
+        stack.start_service(args.service, state_dir)
+        print(f"started {args.service}")
+    return 0
+
+
+def _migrate(settings: Settings) -> None:
+    from bloasis.store.db import upgrade
+
+    upgrade(settings.require("database_url"))
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from bloasis.store.db import current_revision
+
+    settings = load_settings()
+    if args.action == "upgrade":
+        _migrate(settings)
+    print(f"schema revision: {current_revision(settings.require('database_url'))}")
+    return 0
+
+
+# --- run / relay -----------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    prefect_env(settings.state_dir)
+    _migrate(settings)
+    from flows.pipeline import daily_pipeline
+
+    summary = daily_pipeline(as_of=args.as_of, trigger=args.trigger, relay=not args.no_relay)
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        print(
+            f"{summary['as_of']}  {summary['regime']}  confidence {summary['confidence']:.2f}"
+            f"  risk {summary['risk_level']}  trigger {summary['trigger']}"
+        )
+        print(summary["reasoning"])
+        print(f"run {summary['run_id']}: cache {summary['cache']}; relay {summary['relay']}")
+    return 0
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    from tasks.publish import run_relay
+
+    settings = load_settings()
+    stats = run_relay(settings, max_events=args.max_events)
+    print(
+        f"published {stats.published} events in {stats.batches} batches "
+        f"({stats.seconds:.2f}s); {stats.pending} pending"
+    )
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from bloasis.publish.topics import ensure_topics, list_topics
+
+    bootstrap = load_settings().require("kafka_bootstrap_servers")
+    if args.ensure:
+        created = asyncio.run(ensure_topics(bootstrap))
+        print(f"created: {', '.join(created) or 'none (all exist)'}")
+    for name, parts in sorted(asyncio.run(list_topics(bootstrap)).items()):
+        print(f"{name}\t{parts} partitions")
+    return 0
+
+
+# --- serve -----------------------------------------------------------------------------------
+def _pid_file(settings: Settings) -> Path:
+    return settings.state_dir / "serve.pid"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _serving_pid(settings: Settings) -> int | None:
+    pf = _pid_file(settings)
+    if not pf.is_file():
+        return None
+    try:
+        pid = int(pf.read_text().split()[0])
+    except (ValueError, IndexError):
+        return None
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    # Only a live process running `bloasis serve` counts: pids are reused.
+    if _pid_alive(pid) and cmdline.exists() and b"serve" in cmdline.read_bytes():
+        return pid
+    return None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {"grpc_address": args.address} if args.address else {}
+    settings = load_settings(**overrides)
+    if args.background:
+        return _serve_background(settings)
+    from bloasis.serve.server import serve
+
+    def ready(addr: str) -> None:
+        print(f"serving gRPC on {addr}", file=sys.stderr, flush=True)
+
+    asyncio.run(serve(settings, ready=ready))
+    return 0
+
+
+def _serve_background(settings: Settings) -> int:
+    existing = _serving_pid(settings)
+    if existing:
+        print(f"already serving (pid {existing}) on {settings.grpc_address}")
+        return 0
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.state_dir / "serve.log"
+    cmd = [sys.executable, "-m", "bloasis.cli", "serve", "--address", settings.grpc_address]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+    _pid_file(settings).write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").splitlines()[-15:]
+            raise CliError("gRPC server exited at start:\n  " + "\n  ".join(tail))
+        if _health_ok(settings.grpc_address):
+            print(f"serving gRPC on {settings.grpc_address} (pid {proc.pid}, log {log_path})")
+            return 0
+        time.sleep(0.2)
+    raise CliError(f"gRPC server did not become healthy in 30 s; see {log_path}")
+
+
+def _health_ok(address: str) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(address) as ch:
+            resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+
+
+def _stop_server(settings: Settings) -> bool:
+    pid = _serving_pid(settings)
+    _pid_file(settings).unlink(missing_ok=True)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        if not _pid_alive(pid):
+            return True
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from bloasis import stack
+
+    settings = load_settings()
+    print("gRPC server stopped" if _stop_server(settings) else "gRPC server was not running")
+    stopped = stack.down(settings.state_dir)
+    print(f"stack stopped: {', '.join(stopped) or 'nothing was running'}")
+    return 0
+
+
+# --- get -------------------------------------------------------------------------------------
+def cmd_get(args: argparse.Namespace) -> int:
+    from bloasis.serve import client
+
+    address = args.address or load_settings().grpc_address
+    if args.what == "regime":
+        reg = client.get_regime(address, force_refresh=args.force_refresh)
+        print(json.dumps(reg, indent=2, sort_keys=True) if args.json else client.format_regime(reg))
+    elif args.what == "history":
+        # No dates: the server's default, the year up to the current as-of.
+        hist = client.get_history(address, args.start, args.end)
+        print(json.dumps(hist, indent=2) if args.json else client.format_history(hist))
+    elif args.what == "watch":
+        for update in client.watch(address):
+            if args.json:
+                print(json.dumps(update, sort_keys=True), flush=True)
+            else:
+                print(client.format_regime(update), "\n", flush=True)
+    return 0
+
+
+# --- parser ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bloasis", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("stack", help="embedded PostgreSQL, Redis and Kafka broker")
+    ss = s.add_subparsers(dest="action", required=True)
+    ss.add_parser("up", help="start what is not configured; idempotent")
+    ss.add_parser("down", help="stop what `up` started")
+    ss.add_parser("status", help="what runs where")
+    for action in ("stop", "start"):
+        one = ss.add_parser(action, help=f"{action} one embedded service")
+        one.add_argument("service", choices=("postgres", "redis", "kafka"))
+    s.set_defaults(func=cmd_stack)
+
+    d = sub.add_parser("db", help="schema migrations")
+    d.add_argument("action", choices=("upgrade", "current"))
+    d.set_defaults(func=cmd_db)
+
+    r = sub.add_parser("run", help="run the pipeline once (Prefect flow)")
+    r.add_argument("--as-of", type=_iso_date, default=None, help="YYYY-MM-DD (default: latest)")
+    r.add_argument("--trigger", default="manual", choices=("baseline", "manual"))
+    r.add_argument("--no-relay", action="store_true", help="leave events in the outbox")
+    r.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    r.set_defaults(func=cmd_run)
+
+    rl = sub.add_parser("relay", help="publish pending outbox events to Kafka")
+    rl.add_argument("--once", action="store_true", help="publish what is pending and exit")
+    rl.add_argument("--max-events", type=int, default=None)
+    rl.set_defaults(func=cmd_relay)
+
+    t = sub.add_parser("topics", help="list (and create) the Kafka topics")
+    t.add_argument("--ensure", action="store_true", help="create missing topics first")
+    t.set_defaults(func=cmd_topics)
+
+    sv = sub.add_parser("serve", help="run the gRPC server")
+    sv.add_argument("--address", default=None, help="host:port (default BLOASIS_GRPC_ADDRESS)")
+    sv.add_argument("--background", action="store_true", help="start detached, wait until ready")
+    sv.set_defaults(func=cmd_serve)
+
+    st = sub.add_parser("stop", help="stop the background gRPC server and the embedded stack")
+    st.set_defaults(func=cmd_stop)
+
+    g = sub.add_parser("get", help="read over gRPC")
+    g.add_argument("what", choices=("regime", "history", "watch"))
+    g.add_argument("--address", default=None)
+    g.add_argument("--start", type=_iso_date, default=None)
+    g.add_argument("--end", type=_iso_date, default=None)
+    g.add_argument("--force-refresh", action="store_true")
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(func=cmd_get)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (SettingsError, CliError) as exc:
+        _err(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        # Known failure classes get one line; anything else keeps its traceback for debugging.
+        from bloasis.errors import describe
+
+        msg = describe(exc)
+        if msg is None:
+            raise
+        _err(msg)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

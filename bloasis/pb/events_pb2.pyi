@@ -1,0 +1,46 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from bloasis.pb import common_pb2 as _common_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RegimeChangeEvent(_message.Message):
+    __slots__ = ("event_id", "event_type", "occurred_at", "previous_regime", "new_regime", "regime")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_REGIME_FIELD_NUMBER: _ClassVar[int]
+    NEW_REGIME_FIELD_NUMBER: _ClassVar[int]
+    REGIME_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    event_type: str
+    occurred_at: _timestamp_pb2.Timestamp
+    previous_regime: str
+    new_regime: str
+    regime: _common_pb2.MarketRegime
+    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., previous_regime: _Optional[str] = ..., new_regime: _Optional[str] = ..., regime: _Optional[_Union[_common_pb2.MarketRegime, _Mapping]] = ...) -> None: ...
+
+class MarketAlertEvent(_message.Message):
+    __slots__ = ("event_id", "event_type", "occurred_at", "severity", "alert_type", "message", "as_of", "regime")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    ALERT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
+    REGIME_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    event_type: str
+    occurred_at: _timestamp_pb2.Timestamp
+    severity: str
+    alert_type: str
+    message: str
+    as_of: str
+    regime: _common_pb2.MarketRegime
+    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., severity: _Optional[str] = ..., alert_type: _Optional[str] = ..., message: _Optional[str] = ..., as_of: _Optional[str] = ..., regime: _Optional[_Union[_common_pb2.MarketRegime, _Mapping]] = ...) -> None: ...

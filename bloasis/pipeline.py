@@ -1,0 +1,173 @@
+"""The pipeline's steps as plain functions (no Prefect here): tasks/ wraps them, tests call them.
+
+Order: load data -> compute -> persist (results + outbox events + NOTIFY, one transaction) ->
+cache (Redis, from what is stored) -> relay (outbox -> Kafka). Everything after the commit can
+fail and be repaired by the next run or relay; nothing before it is visible to anyone.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import redis
+from sqlalchemy import Engine, text
+
+from bloasis import __version__
+from bloasis.config import Settings
+from bloasis.publish.cache import make_redis, write_current_regime
+from bloasis.publish.events import regime_events
+from bloasis.regime.model import DEFAULT_PARAMS, RegimeParams, classify_as_of
+from bloasis.regime.types import RegimeResult
+from bloasis.store import outbox, regimes, runs
+
+if TYPE_CHECKING:
+    from bloasis.marketdata import MarketData
+
+log = logging.getLogger(__name__)
+
+
+class PipelineError(RuntimeError):
+    pass
+
+
+def load_market_data(end: date | None = None) -> MarketData:
+    from bloasis.marketdata import default_source
+
+    return default_source().load(end=end)
+
+
+def resolve_as_of(md: MarketData, as_of: date | None) -> date:
+    """Default: the latest session in the data. A date that is not a session is an error."""
+    idx = md.market.index
+    if as_of is None:
+        return md.last_date
+    ts = pd.Timestamp(as_of)
+    if ts in idx:
+        return as_of
+    first, last = idx[0].date(), idx[-1].date()
+    if not first <= as_of <= last:
+        raise PipelineError(f"--as-of {as_of} is outside the data ({first}..{last})")
+    before = idx[idx < ts][-1].date()
+    raise PipelineError(f"--as-of {as_of} is not a trading session; the session before is {before}")
+
+
+def compute_regime(
+    md: MarketData,
+    as_of: date,
+    *,
+    trigger: str,
+    run_id: uuid.UUID,
+    model_version: str,
+    params: RegimeParams = DEFAULT_PARAMS,
+) -> RegimeResult:
+    # Cut before computing: nothing published after as_of can reach the result.
+    return classify_as_of(
+        md.as_of(as_of).market,
+        as_of,
+        trigger=trigger,
+        run_id=run_id,
+        model_version=model_version,
+        computed_at=datetime.now(UTC),
+        params=params,
+    )
+
+
+def begin_run(
+    engine: Engine,
+    *,
+    run_id: uuid.UUID,
+    flow: str,
+    trigger: str,
+    as_of: date | None,
+    parameters: dict[str, Any],
+    md: MarketData,
+    model_version: str,
+) -> None:
+    with engine.begin() as conn:
+        runs.start_run(
+            conn,
+            run_id=run_id,
+            flow=flow,
+            trigger=trigger,
+            as_of=as_of,
+            parameters=parameters,
+            data_source=md.source,
+            data_snapshot_hash=md.snapshot_hash(),
+            code_version=__version__,
+            model_version=model_version,
+        )
+
+
+def end_run(
+    engine: Engine,
+    run_id: uuid.UUID,
+    *,
+    status: str,
+    timings: dict[str, float] | None = None,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> None:
+    with engine.begin() as conn:
+        runs.finish_run(conn, run_id, status=status, timings=timings, result=result, error=error)
+
+
+@dataclass(frozen=True)
+class PersistOutcome:
+    stored: RegimeResult  # what the store holds for the as-of date (this run's or an earlier one's)
+    inserted: bool
+    events: int
+    previous: RegimeResult | None
+
+
+def _lock_key(name: str) -> int:
+    return zlib.crc32(name.encode())
+
+
+def persist_regime(engine: Engine, result: RegimeResult) -> PersistOutcome:
+    """Store the result and its events atomically; a rerun for a stored as-of changes nothing."""
+    with engine.begin() as conn:
+        # Serialise writers of one model version so "previous regime" is judged consistently.
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:k)"),
+            {"k": _lock_key(f"regimes:{result.model_version}")},
+        )
+        inserted = bool(regimes.insert_regimes(conn, [result]))
+        previous = regimes.previous_regime(conn, result.model_version, result.as_of)
+        n_events = 0
+        if inserted:
+            n_events = outbox.enqueue(conn, regime_events(previous, result))
+            outbox.notify_results(conn, f"regime:{result.as_of.isoformat()}")
+        stored = regimes.regime_at(conn, result.model_version, result.as_of)
+    assert stored is not None
+    return PersistOutcome(stored=stored, inserted=inserted, events=n_events, previous=previous)
+
+
+def refresh_cache(engine: Engine, settings: Settings) -> RegimeResult | None:
+    """Write what is current (the latest stored as-of) to Redis. Returns it, or None if the
+    store is empty. Raises redis.RedisError when Redis is down (callers decide to warn)."""
+    with engine.connect() as conn:
+        current = regimes.latest_regime(conn, settings.model_version)
+    if current is None:
+        return None
+    client = make_redis(settings.require("redis_url"))
+    try:
+        write_current_regime(client, current, settings.regime_ttl_seconds)
+    finally:
+        client.close()
+    return current
+
+
+def try_refresh_cache(engine: Engine, settings: Settings) -> str:
+    """Cache refresh that never fails the run: Redis is repaired by the next run."""
+    try:
+        current = refresh_cache(engine, settings)
+    except redis.RedisError as exc:
+        log.warning("Redis unavailable, cache will be repaired by the next run: %s", exc)
+        return "redis unavailable"
+    return f"current {current.as_of} {current.regime}" if current else "nothing stored"

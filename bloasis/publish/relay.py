@@ -1,0 +1,127 @@
+"""Outbox relay: sends unpublished outbox rows to Kafka in id order, then marks them published.
+
+Rows are claimed with FOR UPDATE SKIP LOCKED inside a transaction that stays open until the
+broker acknowledged the batch, so two relays never send the same row and a crash before the
+commit leaves the rows pending (at-least-once; consumers deduplicate on the event id, which is
+also the `event_id` header). A broker outage makes the relay back off and give up for now,
+never lose events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from sqlalchemy import Engine
+
+from bloasis.publish.topics import ensure_topics
+from bloasis.store import outbox
+
+log = logging.getLogger(__name__)
+
+
+class RelayError(RuntimeError):
+    """The broker could not be reached or refused the events after retries."""
+
+
+@dataclass(frozen=True)
+class RelayStats:
+    published: int
+    batches: int
+    pending: int
+    seconds: float
+
+
+def make_producer(bootstrap: str, *, idempotence: bool) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=idempotence,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=1 << 20,
+        request_timeout_ms=10_000,
+        retry_backoff_ms=200,
+    )
+
+
+async def _send_batch(producer: AIOKafkaProducer, batch: list[outbox.PendingEvent]) -> None:
+    futures = []
+    for p in batch:
+        e = p.event
+        headers = [(k, v.encode()) for k, v in sorted(e.headers.items())]
+        futures.append(
+            await producer.send(
+                e.topic, value=e.payload.encode(), key=e.key.encode(), headers=headers
+            )
+        )
+    await asyncio.gather(*futures)
+
+
+async def relay_pending(
+    engine: Engine,
+    bootstrap: str,
+    *,
+    idempotence: bool,
+    batch_size: int = 500,
+    attempts: int = 3,
+    backoff_s: float = 0.5,
+    max_events: int | None = None,
+) -> RelayStats:
+    """Publish what is pending now and return; raises RelayError when the broker stays down."""
+    t0 = time.perf_counter()
+    last_exc: Exception | None = None
+    for attempt in range(1, attempts + 1):
+        try:
+            published, batches = await _relay(engine, bootstrap, idempotence, batch_size, max_events)
+            with engine.connect() as conn:
+                pending = outbox.backlog(conn)
+            return RelayStats(published, batches, pending, time.perf_counter() - t0)
+        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            last_exc = exc
+            log.warning("relay attempt %d/%d failed: %r", attempt, attempts, exc)
+            if attempt < attempts:
+                await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+    raise RelayError(f"broker {bootstrap} unavailable after {attempts} attempts: {last_exc!r}")
+
+
+async def _relay(
+    engine: Engine, bootstrap: str, idempotence: bool, batch_size: int, max_events: int | None
+) -> tuple[int, int]:
+    with engine.connect() as conn:
+        if outbox.backlog(conn) == 0:
+            return 0, 0
+    await asyncio.wait_for(ensure_topics(bootstrap), timeout=15)
+    producer = make_producer(bootstrap, idempotence=idempotence)
+    await asyncio.wait_for(producer.start(), timeout=15)
+    published = batches = 0
+    try:
+        while max_events is None or published < max_events:
+            limit = batch_size if max_events is None else min(batch_size, max_events - published)
+            with engine.begin() as conn:
+                batch = outbox.claim_pending(conn, limit)
+                if not batch:
+                    break
+                try:
+                    await asyncio.wait_for(_send_batch(producer, batch), timeout=30)
+                except BaseException as exc:
+                    conn.rollback()
+                    _record_failure(engine, [p.id for p in batch], exc)
+                    raise
+                outbox.mark_published(conn, [p.id for p in batch])
+            published += len(batch)
+            batches += 1
+    finally:
+        await producer.stop()
+    return published, batches
+
+
+def _record_failure(engine: Engine, ids: list[int], exc: BaseException) -> None:
+    try:
+        with engine.begin() as conn:
+            outbox.mark_failed(conn, ids, repr(exc))
+    except Exception:  # the store may be what failed; the rows stay pending either way
+        log.exception("could not record relay failure")

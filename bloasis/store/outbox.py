@@ -1,0 +1,102 @@
+"""The transactional outbox: events are inserted with the results, a relay sends and marks them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+
+from bloasis.store.models import OutboxRow
+
+_T = OutboxRow.__table__
+# NOTIFY channel: tells listeners (the gRPC server) that results were committed.
+RESULTS_CHANNEL = "bloasis_results"
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    event_id: str
+    topic: str
+    key: str
+    payload: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    id: int
+    event: OutboxEvent
+    attempts: int
+
+
+def enqueue(conn: Connection, events: Sequence[OutboxEvent]) -> int:
+    """Insert events in the caller's transaction; an event id already present is skipped."""
+    if not events:
+        return 0
+    stmt = (
+        insert(_T)
+        .values(
+            [
+                {
+                    "event_id": e.event_id,
+                    "topic": e.topic,
+                    "key": e.key,
+                    "headers": e.headers,
+                    "payload": e.payload,
+                }
+                for e in events
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(_T.c.id)
+    )
+    return len(conn.execute(stmt).all())
+
+
+def claim_pending(conn: Connection, limit: int) -> list[PendingEvent]:
+    """Lock the oldest unpublished events; concurrent relays skip each other's rows."""
+    rows = conn.execute(
+        select(
+            _T.c.id, _T.c.event_id, _T.c.topic, _T.c.key, _T.c.payload, _T.c.headers, _T.c.attempts
+        )
+        .where(_T.c.published_at.is_(None))
+        .order_by(_T.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    return [
+        PendingEvent(
+            r.id, OutboxEvent(r.event_id, r.topic, r.key, r.payload, r.headers), r.attempts
+        )
+        for r in rows
+    ]
+
+
+def mark_published(conn: Connection, ids: Sequence[int]) -> None:
+    if ids:
+        conn.execute(
+            update(_T)
+            .where(_T.c.id.in_(ids))
+            .values(published_at=datetime.now(UTC), last_error=None)
+        )
+
+
+def mark_failed(conn: Connection, ids: Sequence[int], error: str) -> None:
+    if ids:
+        conn.execute(
+            update(_T)
+            .where(_T.c.id.in_(ids))
+            .values(attempts=_T.c.attempts + 1, last_error=error[:2000])
+        )
+
+
+def backlog(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).where(_T.c.published_at.is_(None))).scalar_one())
+
+
+def notify_results(conn: Connection, payload: str) -> None:
+    """Delivered to listeners only when the caller's transaction commits."""
+    conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": RESULTS_CHANNEL, "p": payload})

@@ -1,0 +1,96 @@
+"""Regime rows: idempotent inserts and the reads the server and the pipeline need."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+from sqlalchemy import Connection, Row, select
+from sqlalchemy.dialects.postgresql import insert
+
+from bloasis.regime.types import RegimeResult
+from bloasis.store.models import RegimeRow
+
+_T = RegimeRow.__table__
+_COLS = (
+    "as_of",
+    "regime",
+    "confidence",
+    "risk_level",
+    "trigger",
+    "reasoning",
+    "indicators",
+    "model_version",
+    "run_id",
+    "computed_at",
+)
+
+
+def _from_row(row: Row[tuple[object, ...]]) -> RegimeResult:
+    return RegimeResult(**{c: getattr(row, c) for c in _COLS})
+
+
+def insert_regimes(conn: Connection, results: Sequence[RegimeResult]) -> list[date]:
+    """Insert results; rows whose (model_version, as_of) exist are left as they are.
+
+    Returns the as-of dates actually inserted, so callers emit events only for new rows.
+    """
+    if not results:
+        return []
+    stmt = (
+        insert(_T)
+        .values([{c: getattr(r, c) for c in _COLS} for r in results])
+        .on_conflict_do_nothing(constraint="uq_regimes_model_as_of")
+        .returning(_T.c.as_of)
+    )
+    return sorted(d for (d,) in conn.execute(stmt))
+
+
+def regime_at(conn: Connection, model_version: str, as_of: date) -> RegimeResult | None:
+    row = conn.execute(
+        select(*(_T.c[c] for c in _COLS)).where(
+            _T.c.model_version == model_version, _T.c.as_of == as_of
+        )
+    ).first()
+    return _from_row(row) if row else None
+
+
+def previous_regime(conn: Connection, model_version: str, before: date) -> RegimeResult | None:
+    """The latest persisted regime with an as-of date strictly before `before`."""
+    row = conn.execute(
+        select(*(_T.c[c] for c in _COLS))
+        .where(_T.c.model_version == model_version, _T.c.as_of < before)
+        .order_by(_T.c.as_of.desc())
+        .limit(1)
+    ).first()
+    return _from_row(row) if row else None
+
+
+def latest_regime(conn: Connection, model_version: str) -> RegimeResult | None:
+    """What "current" means: the regime with the latest as-of date stored."""
+    row = conn.execute(
+        select(*(_T.c[c] for c in _COLS))
+        .where(_T.c.model_version == model_version)
+        .order_by(_T.c.as_of.desc())
+        .limit(1)
+    ).first()
+    return _from_row(row) if row else None
+
+
+def regime_history(
+    conn: Connection,
+    model_version: str,
+    start: date,
+    end: date,
+    *,
+    after: date | None = None,
+    limit: int = 1000,
+) -> list[RegimeResult]:
+    """Regimes with start <= as_of <= end (and as_of > after, for paging), oldest first."""
+    q = select(*(_T.c[c] for c in _COLS)).where(
+        _T.c.model_version == model_version, _T.c.as_of >= start, _T.c.as_of <= end
+    )
+    if after is not None:
+        q = q.where(_T.c.as_of > after)
+    rows = conn.execute(q.order_by(_T.c.as_of).limit(limit)).all()
+    return [_from_row(r) for r in rows]

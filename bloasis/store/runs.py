@@ -1,0 +1,73 @@
+"""Pipeline run records: lineage (parameters, data snapshot, code and model versions), status."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from bloasis.store.models import PipelineRun
+
+_T = PipelineRun.__table__
+
+
+def start_run(
+    conn: Connection,
+    *,
+    run_id: uuid.UUID,
+    flow: str,
+    trigger: str,
+    as_of: date | None,
+    parameters: dict[str, Any],
+    data_source: str,
+    data_snapshot_hash: str,
+    code_version: str,
+    model_version: str,
+) -> None:
+    conn.execute(
+        insert(_T)
+        .values(
+            id=run_id,
+            flow=flow,
+            trigger=trigger,
+            as_of=as_of,
+            parameters=parameters,
+            data_source=data_source[:200],
+            data_snapshot_hash=data_snapshot_hash,
+            code_version=code_version,
+            model_version=model_version,
+            status="running",
+            started_at=datetime.now(UTC),
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+
+
+def finish_run(
+    conn: Connection,
+    run_id: uuid.UUID,
+    *,
+    status: str,
+    timings: dict[str, float] | None = None,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> None:
+    conn.execute(
+        update(_T)
+        .where(_T.c.id == run_id)
+        .values(
+            status=status,
+            timings=timings or {},
+            result=result or {},
+            error=error,
+            finished_at=datetime.now(UTC),
+        )
+    )
+
+
+def get_run(conn: Connection, run_id: uuid.UUID) -> dict[str, Any] | None:
+    row = conn.execute(select(_T).where(_T.c.id == run_id)).first()
+    return dict(row._mapping) if row else None

@@ -1,0 +1,1 @@
+"""Prefect flows: the daily pipeline and the outbox relay."""

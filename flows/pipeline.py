@@ -1,0 +1,124 @@
+"""The daily pipeline flow: regime -> (sectors -> strategies, later issues) -> publish."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import date
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from bloasis import pipeline
+from bloasis.config import load_settings
+from bloasis.regime.types import TRIGGERS, RegimeResult
+from bloasis.store.db import get_engine
+from tasks.publish import refresh_cache, relay_outbox
+from tasks.regime import compute_regime, load_market_data, persist_regime
+
+
+def _run_name() -> str:
+    as_of = flow_run.parameters.get("as_of")
+    return f"pipeline-{as_of or 'latest'}"
+
+
+def regime_markdown(r: RegimeResult, *, inserted: bool, events: int, previous: str) -> str:
+    ind = r.indicators
+    rows = "\n".join(f"| {k} | {'' if v is None else v} |" for k, v in ind.items())
+    status = "new result" if inserted else "already stored (rerun: nothing written)"
+    return (
+        f"# Market regime {r.as_of}: **{r.regime}**\n\n"
+        f"- confidence **{r.confidence:.2f}**, risk level **{r.risk_level}**,"
+        f" trigger `{r.trigger}`\n"
+        f"- previous persisted regime: `{previous or 'none'}`; {status}; events queued: {events}\n"
+        f"- model `{r.model_version}`, regime run id `{r.run_id}`,"
+        f" computed {r.computed_at:%Y-%m-%d %H:%M:%S} UTC\n\n"
+        f"{r.reasoning}\n\n| indicator | value |\n|---|---|\n{rows}\n"
+    )
+
+
+@flow(name="daily-pipeline", flow_run_name=_run_name, retries=0)
+def daily_pipeline(
+    as_of: date | None = None, trigger: str = "baseline", relay: bool = True
+) -> dict[str, Any]:
+    """Compute and publish the regime for `as_of` (default: the latest session in the data)."""
+    if trigger not in TRIGGERS:
+        raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
+    logger = get_run_logger()
+    settings = load_settings()
+    engine = get_engine(settings)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    md = load_market_data(as_of)
+    resolved = pipeline.resolve_as_of(md, as_of)
+    timings["load_s"] = time.perf_counter() - t0
+    # The Prefect flow run id is the pipeline run id: the UI and the database share one key.
+    run_id = uuid.UUID(str(flow_run.id)) if flow_run.id else uuid.uuid4()
+    params = {"as_of": resolved.isoformat(), "trigger": trigger, "relay": relay}
+    pipeline.begin_run(
+        engine,
+        run_id=run_id,
+        flow="daily-pipeline",
+        trigger=trigger,
+        as_of=resolved,
+        parameters=params,
+        md=md,
+        model_version=settings.model_version,
+    )
+    try:
+        t = time.perf_counter()
+        result = compute_regime(md, resolved, trigger, run_id, settings.model_version)
+        timings["compute_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        outcome = persist_regime(settings, result)
+        timings["persist_s"] = time.perf_counter() - t
+        stored = outcome.stored
+        prev = outcome.previous.regime if outcome.previous else ""
+        logger.info(
+            "regime %s for %s (confidence %.2f, risk %s)%s",
+            stored.regime,
+            stored.as_of,
+            stored.confidence,
+            stored.risk_level,
+            "" if outcome.inserted else " — already stored, nothing written",
+        )
+        t = time.perf_counter()
+        cache_status = refresh_cache(settings)
+        timings["cache_s"] = time.perf_counter() - t
+        relay_status = "skipped"
+        if relay:
+            t = time.perf_counter()
+            relay_status = relay_outbox(settings)
+            timings["relay_s"] = time.perf_counter() - t
+        logger.info("cache: %s; relay: %s", cache_status, relay_status)
+        create_markdown_artifact(
+            key="regime-summary",
+            markdown=regime_markdown(
+                stored, inserted=outcome.inserted, events=outcome.events, previous=prev
+            ),
+            description=f"Regime {stored.as_of}: {stored.regime}",
+        )
+        summary: dict[str, Any] = {
+            "as_of": stored.as_of.isoformat(),
+            "regime": stored.regime,
+            "confidence": stored.confidence,
+            "risk_level": stored.risk_level,
+            "trigger": stored.trigger,
+            "reasoning": stored.reasoning,
+            "run_id": str(run_id),
+            "regime_run_id": str(stored.run_id),
+            "inserted": outcome.inserted,
+            "previous_regime": prev,
+            "events_queued": outcome.events,
+            "cache": cache_status,
+            "relay": relay_status,
+        }
+        timings["total_s"] = time.perf_counter() - t0
+        pipeline.end_run(engine, run_id, status="completed", timings=timings, result=summary)
+        return summary
+    except BaseException as exc:
+        pipeline.end_run(engine, run_id, status="failed", timings=timings, error=repr(exc)[:2000])
+        raise

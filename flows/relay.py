@@ -1,0 +1,21 @@
+"""The outbox relay as its own flow: publish what is pending, mark it published."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from bloasis.config import load_settings
+from tasks.publish import run_relay
+
+
+@flow(name="outbox-relay", retries=2, retry_delay_seconds=10)
+def outbox_relay(max_events: int | None = None) -> dict[str, float]:
+    stats = run_relay(load_settings(), max_events=max_events)
+    get_run_logger().info(
+        "published %d events in %d batches (%.2fs), %d pending",
+        stats.published,
+        stats.batches,
+        stats.seconds,
+        stats.pending,
+    )
+    return {"published": stats.published, "pending": stats.pending, "seconds": stats.seconds}

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over bloasis.pipeline, with retries on transient errors."""

@@ -1,0 +1,74 @@
+"""Shared fixtures: one real embedded stack (PostgreSQL, Redis, Kafka) per test session under a
+temporary state dir, and one Prefect test harness for the flow tests."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+# Hermetic: a developer's sourced .bloasis/env must not point tests at their servers, and
+# Prefect reads its settings at import time.
+for _k in [k for k in os.environ if k.startswith("BLOASIS_")]:
+    del os.environ[_k]
+_PREFECT_HOME = tempfile.mkdtemp(prefix="bloasis-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_API_URL"] = ""
+os.environ.pop("PREFECT_API_URL")
+
+import pytest  # noqa: E402
+from sqlalchemy import Engine, text  # noqa: E402
+
+from bloasis.config import Settings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def stack_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    from bloasis import stack
+
+    state = tmp_path_factory.mktemp("stack")
+    try:
+        stack.up(state)
+        yield state
+    finally:
+        stack.down(state)
+
+
+@pytest.fixture(scope="session")
+def stack_settings(stack_state_dir: Path) -> Settings:
+    from bloasis.config import load_settings
+    from bloasis.store.db import upgrade
+
+    # Reads <state>/env exactly as a user's shell would.
+    settings = load_settings(state_dir=stack_state_dir)
+    upgrade(settings.require("database_url"))
+    return settings
+
+
+@pytest.fixture(scope="session")
+def engine(stack_settings: Settings) -> Engine:
+    from bloasis.store.db import get_engine
+
+    return get_engine(stack_settings)
+
+
+def truncate_all(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE regimes, outbox, pipeline_runs RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def clean_db(engine: Engine) -> Engine:
+    truncate_all(engine)
+    return engine
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    # ~16 s to start: once per session, and only for the tests that run flows.
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,49 @@
+"""Builders for domain objects used across tests."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+from bloasis.regime.types import RegimeResult
+
+RUN_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
+
+
+def regime(
+    as_of: date,
+    label: str = "bull",
+    *,
+    run_id: uuid.UUID = RUN_ID,
+    trigger: str = "baseline",
+    model_version: str = "rules-v1",
+    **indicators: Any,
+) -> RegimeResult:
+    ind: dict[str, Any] = {
+        "vix": 15.0,
+        "vix_is_proxy": False,
+        "sp500_trend": "up",
+        "sp500_close": 4000.0,
+        "yield_curve": 0.8,
+        "yield_curve_state": "normal",
+        "credit_spread": 1.0,
+        "credit_spread_state": "normal",
+        "drawdown": -0.02,
+        "sma200_gap": 0.05,
+        "sma200_slope": 0.01,
+        "daily_return": 0.001,
+    }
+    ind.update(indicators)
+    return RegimeResult(
+        as_of=as_of,
+        regime=label,
+        confidence=0.8,
+        risk_level="high" if label == "crisis" else "low",
+        trigger=trigger,
+        reasoning=f"{label} on {as_of}",
+        indicators=ind,
+        model_version=model_version,
+        run_id=run_id,
+        computed_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )

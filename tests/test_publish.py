@@ -1,0 +1,115 @@
+"""Outbox -> Kafka relay and the Redis cache, against the real broker and Redis."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+
+import pytest
+import redis
+from sqlalchemy import Engine
+
+from bloasis.config import Settings
+from bloasis.pipeline import persist_regime, refresh_cache
+from bloasis.publish.cache import REGIME_CURRENT_KEY, read_current_regime
+from bloasis.publish.events import ALERT_TOPIC, REGIME_TOPIC
+from bloasis.publish.relay import RelayError, relay_pending
+from bloasis.publish.topics import TOPICS, ensure_topics, list_topics
+from bloasis.store import outbox, runs
+from tests.factories import RUN_ID, regime
+from tests.kafka_util import consume_all
+
+
+def _seed_run(engine: Engine) -> None:
+    with engine.begin() as conn:
+        runs.start_run(
+            conn, run_id=RUN_ID, flow="test", trigger="manual", as_of=None, parameters={},
+            data_source="test", data_snapshot_hash="", code_version="t", model_version="rules-v1",
+        )  # fmt: skip
+
+
+async def test_topics_created_idempotently_with_partitions(stack_settings: Settings) -> None:
+    bootstrap = stack_settings.require("kafka_bootstrap_servers")
+    await ensure_topics(bootstrap)
+    assert await ensure_topics(bootstrap) == []
+    listed = await list_topics(bootstrap)
+    for spec in TOPICS:
+        assert listed[spec.name] == spec.partitions
+    assert {t.name: t.config["retention.ms"] for t in TOPICS} == {
+        "regime-events": str(7 * 86_400_000),
+        "alert-events": str(7 * 86_400_000),
+        "strategy-events": str(30 * 86_400_000),
+    }
+
+
+async def test_persist_relay_consume_no_duplicates(
+    clean_db: Engine, stack_settings: Settings
+) -> None:
+    bootstrap = stack_settings.require("kafka_bootstrap_servers")
+    await ensure_topics(bootstrap)
+    before = {e.headers["event_id"] for e in await consume_all(bootstrap, REGIME_TOPIC)}
+    _seed_run(clean_db)
+    d0 = date(2031, 3, 3)  # dates no other test uses: event ids are unique per as-of
+    labels = ["bull", "bull", "bear", "crisis", "crisis", "recovery"]
+    outcomes = [
+        persist_regime(clean_db, regime(d0 + timedelta(days=i), lab))
+        for i, lab in enumerate(labels)
+    ]
+    assert [o.inserted for o in outcomes] == [True] * 6
+    assert [o.previous.regime if o.previous else "" for o in outcomes] == ["", *labels[:-1]]
+    # Rerun of the same days: nothing inserted, no new events.
+    again = [persist_regime(clean_db, regime(d0 + timedelta(days=i), "sideways")) for i in range(6)]
+    assert [(o.inserted, o.events, o.stored.regime) for o in again] == [
+        (False, 0, lab) for lab in labels
+    ]
+
+    stats = await relay_pending(clean_db, bootstrap, idempotence=False, batch_size=2)
+    assert stats.published == 5 and stats.pending == 0 and stats.batches == 3
+    assert (await relay_pending(clean_db, bootstrap, idempotence=False)).published == 0
+
+    got = [
+        e for e in await consume_all(bootstrap, REGIME_TOPIC) if e.headers["event_id"] not in before
+    ]
+    assert [json.loads(e.value)["new_regime"] for e in got] == [
+        "bull",
+        "bear",
+        "crisis",
+        "recovery",
+    ]
+    assert {e.key for e in got} == {"regime"} and len({e.partition for e in got}) == 1
+    assert len({e.headers["event_id"] for e in got}) == 4
+    first = json.loads(got[0].value)
+    assert first["previous_regime"] == "" and first["regime"]["as_of"] == "2031-03-03"
+    assert got[0].headers["event_type"] == "regime_change"
+    assert got[0].headers["content-type"].startswith("application/json")
+    alerts = [
+        json.loads(e.value)
+        for e in await consume_all(bootstrap, ALERT_TOPIC)
+        if e.headers["event_id"].endswith("2031-03-06")
+    ]
+    assert [(a["alert_type"], a["severity"]) for a in alerts] == [("crisis_entered", "critical")]
+
+
+async def test_relay_with_broker_unreachable_keeps_events(clean_db: Engine) -> None:
+    with clean_db.begin() as conn:
+        outbox.enqueue(conn, [outbox.OutboxEvent("x1", REGIME_TOPIC, "regime", "{}")])
+    with pytest.raises(RelayError, match="unavailable"):
+        await relay_pending(clean_db, "127.0.0.1:1", idempotence=False, attempts=2, backoff_s=0.01)
+    with clean_db.connect() as conn:
+        assert outbox.backlog(conn) == 1
+
+
+def test_cache_holds_latest_as_of_with_ttl(clean_db: Engine, stack_settings: Settings) -> None:
+    _seed_run(clean_db)
+    r = redis.Redis.from_url(stack_settings.require("redis_url"))
+    r.delete(REGIME_CURRENT_KEY)
+    persist_regime(clean_db, regime(date(2022, 6, 1), "bear"))
+    refresh_cache(clean_db, stack_settings)
+    # An older as-of stored later does not replace what is current.
+    persist_regime(clean_db, regime(date(2022, 5, 1), "bull"))
+    refresh_cache(clean_db, stack_settings)
+    cur = read_current_regime(r)
+    assert cur is not None and (cur.as_of, cur.regime) == (date(2022, 6, 1), "bear")
+    ttl = r.ttl(REGIME_CURRENT_KEY)
+    assert 0 < ttl <= 21600
+    assert json.loads(r.get(REGIME_CURRENT_KEY))["indicators"]["vix"] == 15.0  # type: ignore[arg-type]
