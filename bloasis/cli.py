@@ -124,6 +124,21 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from bloasis.publish.cache import make_redis
+
+    client = make_redis(load_settings().require("redis_url"))
+    try:
+        for key in sorted(k.decode() for k in client.scan_iter(match=args.pattern, count=1000)):
+            value = client.get(key) or b""
+            print(f"{key}\tttl={client.ttl(key)}s\t{len(value)} bytes")
+            if args.show:
+                print(value.decode())
+    finally:
+        client.close()
+    return 0
+
+
 # --- serve -----------------------------------------------------------------------------------
 def _pid_file(settings: Settings) -> Path:
     return settings.state_dir / "serve.pid"
@@ -285,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("topics", help="list (and create) the Kafka topics")
     t.add_argument("--ensure", action="store_true", help="create missing topics first")
     t.set_defaults(func=cmd_topics)
+
+    c = sub.add_parser("cache", help="list the Redis keys with their TTLs")
+    c.add_argument("pattern", nargs="?", default="*")
+    c.add_argument("--show", action="store_true", help="print the values too")
+    c.set_defaults(func=cmd_cache)
 
     sv = sub.add_parser("serve", help="run the gRPC server")
     sv.add_argument("--address", default=None, help="host:port (default BLOASIS_GRPC_ADDRESS)")

@@ -1,0 +1,126 @@
+"""The Prefect pipeline flow end to end under one session-scoped Prefect test harness, and the
+prefect.yaml deployments registered against that server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import Engine, func, select
+
+from bloasis.config import Settings
+from bloasis.publish.cache import REGIME_CURRENT_KEY, read_current_regime
+from bloasis.publish.events import REGIME_TOPIC
+from bloasis.regime.types import REGIMES
+from bloasis.store import runs
+from bloasis.store.models import OutboxRow, RegimeRow
+from tests.kafka_util import consume_all
+
+pytestmark = pytest.mark.prefect
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _count(engine: Engine, model: type) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def test_pipeline_flow_end_to_end(
+    prefect_harness: None,
+    clean_db: Engine,
+    stack_settings: Settings,
+    stack_state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BLOASIS_STATE_DIR", str(stack_state_dir))
+    from prefect.client.orchestration import get_client
+
+    from flows.pipeline import daily_pipeline
+
+    r = redis.Redis.from_url(stack_settings.require("redis_url"))
+    r.delete(REGIME_CURRENT_KEY)
+    first = daily_pipeline(as_of=date(2022, 12, 28), trigger="manual")
+    assert first["as_of"] == "2022-12-28" and first["regime"] in REGIMES
+    assert first["inserted"] is True and first["previous_regime"] == ""
+    assert first["events_queued"] >= 1  # a change from an empty previous regime
+    assert first["relay"].startswith("published") and first["relay"].endswith("0 pending")
+    assert first["regime_run_id"] == first["run_id"]
+    assert str(first["trigger"]) in {"manual", "circuit_breaker", "vix_spike"}
+
+    cached = read_current_regime(r)
+    assert cached is not None and cached.as_of == date(2022, 12, 28)
+    assert cached.regime == first["regime"] and 0 < r.ttl(REGIME_CURRENT_KEY) <= 21600
+
+    import uuid
+
+    with clean_db.connect() as conn:
+        run = runs.get_run(conn, uuid.UUID(first["run_id"]))
+    assert run is not None and run["status"] == "completed"
+    assert len(run["data_snapshot_hash"]) == 64 and run["data_source"] == "embedded"
+    assert {"load_s", "compute_s", "persist_s", "total_s"} <= set(run["timings"])
+
+    events = [
+        json.loads(e.value)
+        for e in asyncio.run(
+            consume_all(stack_settings.require("kafka_bootstrap_servers"), REGIME_TOPIC)
+        )
+    ]
+    assert any(e["regime"]["as_of"] == "2022-12-28" for e in events)
+
+    async def artifact_keys() -> list[str]:
+        async with get_client() as client:
+            return [a.key or "" for a in await client.read_artifacts()]
+
+    assert "regime-summary" in asyncio.run(artifact_keys())
+
+    # Rerun of the same as-of: nothing new stored or queued.
+    outbox_before = _count(clean_db, OutboxRow)
+    again = daily_pipeline(as_of=date(2022, 12, 28), trigger="manual")
+    assert again["inserted"] is False and again["events_queued"] == 0
+    assert again["regime_run_id"] == first["run_id"] != again["run_id"]
+    assert _count(clean_db, OutboxRow) == outbox_before
+    assert _count(clean_db, RegimeRow) == 1
+
+    # An older as-of is stored but does not replace what is current.
+    older = daily_pipeline(as_of=date(2008, 10, 10), trigger="manual")
+    assert older["inserted"] is True and older["regime"] == "crisis"
+    cached = read_current_regime(r)
+    assert cached is not None and cached.as_of == date(2022, 12, 28)
+
+
+def test_prefect_deploy_all_registers_deployments(prefect_harness: None) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    prefect = str(Path(sys.executable).parent / "prefect")
+    subprocess.run(
+        [prefect, "work-pool", "create", "bloasis-process", "--type", "process", "--overwrite"],
+        env=env, cwd=ROOT, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    proc = subprocess.run(
+        [prefect, "deploy", "--all", "--no-prompt"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+    from prefect.client.orchestration import get_client
+
+    async def deployments() -> dict[str, tuple[int, list[str]]]:
+        async with get_client() as client:
+            out = {}
+            for d in await client.read_deployments():
+                crons = [getattr(s.schedule, "cron", "") for s in d.schedules]
+                limit = d.concurrency_limit or 0
+                out[d.name] = (limit, crons)
+            return out
+
+    got = asyncio.run(deployments())
+    assert got["daily-pipeline"] == (1, ["30 17 * * 1-5"])
+    assert got["outbox-relay"][0] == 1
