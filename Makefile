@@ -19,7 +19,7 @@ install: $(STAMP)
 
 run: install
 	$(BIN)/bloasis stack up
-	$(BIN)/bloasis run
+	$(BIN)/bloasis run --history-days 365
 	$(BIN)/bloasis serve --background
 	@echo; echo "== current regime, served over gRPC =="
 	$(BIN)/bloasis get regime

@@ -87,7 +87,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     _migrate(settings)
     from flows.pipeline import daily_pipeline
 
-    summary = daily_pipeline(as_of=args.as_of, trigger=args.trigger, relay=not args.no_relay)
+    summary = daily_pipeline(
+        as_of=args.as_of,
+        trigger=args.trigger,
+        relay=not args.no_relay,
+        history_days=args.history_days,
+    )
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
     else:
@@ -130,10 +135,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
     client = make_redis(load_settings().require("redis_url"))
     try:
         for key in sorted(k.decode() for k in client.scan_iter(match=args.pattern, count=1000)):
-            value = client.get(key) or b""
+            raw = client.get(key)
+            value = raw.decode() if isinstance(raw, bytes) else str(raw or "")
             print(f"{key}\tttl={client.ttl(key)}s\t{len(value)} bytes")
             if args.show:
-                print(value.decode())
+                print(value)
     finally:
         client.close()
     return 0
@@ -289,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--as-of", type=_iso_date, default=None, help="YYYY-MM-DD (default: latest)")
     r.add_argument("--trigger", default="manual", choices=("baseline", "manual"))
     r.add_argument("--no-relay", action="store_true", help="leave events in the outbox")
+    r.add_argument(
+        "--history-days",
+        type=int,
+        default=0,
+        help="first store missing sessions of this many days before the as-of date",
+    )
     r.add_argument("--json", action="store_true", help="print the result as one JSON object")
     r.set_defaults(func=cmd_run)
 

@@ -16,7 +16,7 @@ from bloasis.config import load_settings
 from bloasis.regime.types import TRIGGERS, RegimeResult
 from bloasis.store.db import get_engine
 from tasks.publish import refresh_cache, relay_outbox
-from tasks.regime import compute_regime, load_market_data, persist_regime
+from tasks.regime import compute_regime, load_market_data, persist_regime, warm_up_history
 
 
 def _run_name() -> str:
@@ -41,9 +41,17 @@ def regime_markdown(r: RegimeResult, *, inserted: bool, events: int, previous: s
 
 @flow(name="daily-pipeline", flow_run_name=_run_name, retries=0)
 def daily_pipeline(
-    as_of: date | None = None, trigger: str = "baseline", relay: bool = True
+    as_of: date | None = None,
+    trigger: str = "baseline",
+    relay: bool = True,
+    history_days: int = 0,
 ) -> dict[str, Any]:
-    """Compute and publish the regime for `as_of` (default: the latest session in the data)."""
+    """Compute and publish the regime for `as_of` (default: the latest session in the data).
+
+    `history_days` > 0 first stores any missing sessions of that many calendar days before
+    `as_of` (a fresh deployment's warm-up), so the as-of result is judged against them."""
+    if history_days < 0:
+        raise ValueError(f"history_days must be >= 0, got {history_days}")
     if trigger not in TRIGGERS:
         raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
     logger = get_run_logger()
@@ -57,7 +65,12 @@ def daily_pipeline(
     timings["load_s"] = time.perf_counter() - t0
     # The Prefect flow run id is the pipeline run id: the UI and the database share one key.
     run_id = uuid.UUID(str(flow_run.id)) if flow_run.id else uuid.uuid4()
-    params = {"as_of": resolved.isoformat(), "trigger": trigger, "relay": relay}
+    params = {
+        "as_of": resolved.isoformat(),
+        "trigger": trigger,
+        "relay": relay,
+        "history_days": history_days,
+    }
     pipeline.begin_run(
         engine,
         run_id=run_id,
@@ -69,6 +82,17 @@ def daily_pipeline(
         model_version=settings.model_version,
     )
     try:
+        warm = pipeline.BulkOutcome(0, 0, 0)
+        if history_days:
+            t = time.perf_counter()
+            warm = warm_up_history(settings, md, resolved, history_days, run_id)
+            timings["history_s"] = time.perf_counter() - t
+            logger.info(
+                "history: %d sessions stored, %d already there, %d events",
+                warm.inserted,
+                warm.existing,
+                warm.events,
+            )
         t = time.perf_counter()
         result = compute_regime(md, resolved, trigger, run_id, settings.model_version)
         timings["compute_s"] = time.perf_counter() - t
@@ -113,6 +137,7 @@ def daily_pipeline(
             "inserted": outcome.inserted,
             "previous_regime": prev,
             "events_queued": outcome.events,
+            "history_inserted": warm.inserted,
             "cache": cache_status,
             "relay": relay_status,
         }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, timedelta
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -39,3 +39,31 @@ def compute_regime(
 )
 def persist_regime(settings: Settings, result: RegimeResult) -> pipeline.PersistOutcome:
     return pipeline.persist_regime(get_engine(settings), result)
+
+
+@task(
+    name="warm-up-history",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=[1, 2, 4],
+    retry_condition_fn=retry_on_transient,
+    task_run_name="warm-up-history-{days}d-before-{as_of}",
+)
+def warm_up_history(
+    settings: Settings, md: MarketData, as_of: date, days: int, run_id: uuid.UUID
+) -> pipeline.BulkOutcome:
+    """Store the sessions in the `days` calendar days before `as_of` that are missing (one
+    vectorised pass, trigger `backfill`), so history reads have something to show."""
+    idx = md.market.index
+    before = idx[(idx < str(as_of)) & (idx >= str(as_of - timedelta(days=days)))]
+    if len(before) == 0:
+        return pipeline.BulkOutcome(0, 0, 0)
+    results = pipeline.compute_regime_range(
+        md,
+        before[0].date(),
+        before[-1].date(),
+        trigger="backfill",
+        run_id=run_id,
+        model_version=settings.model_version,
+    )
+    return pipeline.persist_regime_range(get_engine(settings), results)

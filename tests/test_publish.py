@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 import pytest
 import redis
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from bloasis.config import Settings
 from bloasis.pipeline import persist_regime, refresh_cache
@@ -16,6 +16,7 @@ from bloasis.publish.events import ALERT_TOPIC, REGIME_TOPIC
 from bloasis.publish.relay import RelayError, relay_pending
 from bloasis.publish.topics import TOPICS, ensure_topics, list_topics
 from bloasis.store import outbox, runs
+from bloasis.store.models import OutboxRow
 from tests.factories import RUN_ID, regime
 from tests.kafka_util import consume_all
 
@@ -113,3 +114,39 @@ def test_cache_holds_latest_as_of_with_ttl(clean_db: Engine, stack_settings: Set
     ttl = r.ttl(REGIME_CURRENT_KEY)
     assert 0 < ttl <= 21600
     assert json.loads(r.get(REGIME_CURRENT_KEY))["indicators"]["vix"] == 15.0  # type: ignore[arg-type]
+
+
+def test_range_persist_emits_changes_in_order_once(clean_db: Engine) -> None:
+    from bloasis.pipeline import persist_regime_range
+
+    _seed_run(clean_db)
+    d0 = date(2032, 1, 5)
+    labels = ["bull", "bull", "bear", "crisis", "crisis", "recovery"]
+    days = [regime(d0 + timedelta(days=i), lab) for i, lab in enumerate(labels)]
+    # Days 0-2 arrive one by one first; the range then adds only 3-5, judged against day 2.
+    for r in days[:3]:
+        persist_regime(clean_db, r)
+    out = persist_regime_range(clean_db, days)
+    assert (out.inserted, out.existing) == (3, 3)
+    with clean_db.connect() as conn:
+        rows = conn.execute(
+            select(OutboxRow.payload)
+            .where(OutboxRow.event_id.like("%2032-01-%"))
+            .order_by(OutboxRow.id)
+        ).all()
+    kinds = [
+        (
+            json.loads(p).get("previous_regime"),
+            json.loads(p).get("new_regime"),
+            json.loads(p).get("alert_type"),
+        )
+        for (p,) in rows
+    ]
+    assert kinds == [
+        ("", "bull", None),
+        ("bull", "bear", None),
+        ("bear", "crisis", None),
+        (None, None, "crisis_entered"),
+        ("crisis", "recovery", None),
+    ]
+    assert persist_regime_range(clean_db, days) == type(out)(0, 6, 0)

@@ -35,4 +35,4 @@ def write_current_regime(client: redis.Redis, result: RegimeResult, ttl: int) ->
 
 def read_current_regime(client: redis.Redis) -> RegimeResult | None:
     raw = client.get(REGIME_CURRENT_KEY)
-    return regime_from_json(raw) if raw else None  # type: ignore[arg-type]
+    return regime_from_json(raw) if isinstance(raw, bytes | str) and raw else None

@@ -76,11 +76,13 @@ async def relay_pending(
     last_exc: Exception | None = None
     for attempt in range(1, attempts + 1):
         try:
-            published, batches = await _relay(engine, bootstrap, idempotence, batch_size, max_events)
+            published, batches = await _relay(
+                engine, bootstrap, idempotence, batch_size, max_events
+            )
             with engine.connect() as conn:
                 pending = outbox.backlog(conn)
             return RelayStats(published, batches, pending, time.perf_counter() - t0)
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError, OSError) as exc:
             last_exc = exc
             log.warning("relay attempt %d/%d failed: %r", attempt, attempts, exc)
             if attempt < attempts:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import Connection, func, select, text, update
+from sqlalchemy import Connection, Table, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from bloasis.store.models import OutboxRow
 
-_T = OutboxRow.__table__
+_T = cast(Table, OutboxRow.__table__)
 # NOTIFY channel: tells listeners (the gRPC server) that results were committed.
 RESULTS_CHANNEL = "bloasis_results"
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
+from typing import cast
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, Table, select
 from sqlalchemy.dialects.postgresql import insert
 
 from bloasis.regime.types import RegimeResult
 from bloasis.store.models import RegimeRow
 
-_T = RegimeRow.__table__
+_T = cast(Table, RegimeRow.__table__)
 _COLS = (
     "as_of",
     "regime",
@@ -35,15 +36,17 @@ def insert_regimes(conn: Connection, results: Sequence[RegimeResult]) -> list[da
 
     Returns the as-of dates actually inserted, so callers emit events only for new rows.
     """
-    if not results:
-        return []
-    stmt = (
-        insert(_T)
-        .values([{c: getattr(r, c) for c in _COLS} for r in results])
-        .on_conflict_do_nothing(constraint="uq_regimes_model_as_of")
-        .returning(_T.c.as_of)
-    )
-    return sorted(d for (d,) in conn.execute(stmt))
+    inserted: list[date] = []
+    # PostgreSQL allows 65535 bind parameters per statement: 10 columns x 5000 rows fits.
+    for i in range(0, len(results), 5000):
+        stmt = (
+            insert(_T)
+            .values([{c: getattr(r, c) for c in _COLS} for r in results[i : i + 5000]])
+            .on_conflict_do_nothing(constraint="uq_regimes_model_as_of")
+            .returning(_T.c.as_of)
+        )
+        inserted.extend(d for (d,) in conn.execute(stmt))
+    return sorted(inserted)
 
 
 def regime_at(conn: Connection, model_version: str, as_of: date) -> RegimeResult | None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Table, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from bloasis.store.models import PipelineRun
 
-_T = PipelineRun.__table__
+_T = cast(Table, PipelineRun.__table__)
 
 
 def start_run(
