@@ -112,15 +112,22 @@ def test_prefect_deploy_all_registers_deployments(prefect_harness: None) -> None
 
     from prefect.client.orchestration import get_client
 
-    async def deployments() -> dict[str, tuple[int, list[str]]]:
+    async def deployments() -> dict[str, tuple[int, str, list[str], str]]:
         async with get_client() as client:
             out = {}
             for d in await client.read_deployments():
                 crons = [getattr(s.schedule, "cron", "") for s in d.schedules]
-                limit = d.concurrency_limit or 0
-                out[d.name] = (limit, crons)
+                tz = d.schedules[0].schedule.timezone if d.schedules else ""
+                gcl = d.global_concurrency_limit
+                opts = d.concurrency_options
+                out[d.name] = (
+                    gcl.limit if gcl else 0,
+                    str(opts.collision_strategy.value) if opts else "",
+                    crons,
+                    str(tz),
+                )
             return out
 
     got = asyncio.run(deployments())
-    assert got["daily-pipeline"] == (1, ["30 17 * * 1-5"])
-    assert got["outbox-relay"][0] == 1
+    assert got["daily-pipeline"] == (1, "ENQUEUE", ["30 17 * * 1-5"], "America/New_York")
+    assert got["outbox-relay"][:2] == (1, "CANCEL_NEW")
