@@ -17,6 +17,10 @@ from typing import Any
 
 from bloasis.config import Settings, SettingsError, default_state_dir, load_settings
 
+# The stack forks server processes; gRPC's fork handlers can crash such a child (set before
+# grpc is imported anywhere in this process).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
 
 class CliError(RuntimeError):
     """An error the user can act on: printed without a traceback, exit status 1."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
 from bloasis import pipeline
@@ -65,6 +66,10 @@ def daily_pipeline(
     timings["load_s"] = time.perf_counter() - t0
     # The Prefect flow run id is the pipeline run id: the UI and the database share one key.
     run_id = uuid.UUID(str(flow_run.id)) if flow_run.id else uuid.uuid4()
+    if as_of is None and flow_run.id:
+        # Named "pipeline-latest" at start; the UI should show the date it resolved to.
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, name=f"pipeline-{resolved.isoformat()}")
     params = {
         "as_of": resolved.isoformat(),
         "trigger": trigger,

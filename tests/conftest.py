@@ -15,8 +15,10 @@ for _k in [k for k in os.environ if k.startswith("BLOASIS_")]:
 _PREFECT_HOME = tempfile.mkdtemp(prefix="bloasis-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ["PREFECT_API_URL"] = ""
-os.environ.pop("PREFECT_API_URL")
+os.environ.pop("PREFECT_API_URL", None)
+# gRPC's fork handlers can crash a child forked (by the stack, to start a server as another
+# user) while gRPC threads are busy; must be set before grpc is imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 import pytest  # noqa: E402
 from sqlalchemy import Engine, text  # noqa: E402

@@ -37,6 +37,7 @@ async def consume_all(bootstrap: str, topic: str, *, idle_s: float = 1.0) -> lis
         end = await consumer.end_offsets(tps)
         out: list[Consumed] = []
         deadline = asyncio.get_running_loop().time() + 20
+
         async def behind() -> bool:
             return any([await consumer.position(tp) < end[tp] for tp in tps])
 

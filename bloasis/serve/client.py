@@ -1,0 +1,214 @@
+"""A small blocking client for the gRPC server (used by the CLI) and human-readable formatting.
+
+Results are proto3 JSON-like dicts of `bloasis.common.MarketRegime` (field names as in the
+.proto, Timestamps as RFC 3339 strings, optional indicators absent when unknown), plus
+`served_from`/`served_at` for `get_regime` and `previous_regime` for `watch`. Any gRPC failure
+raises `ClientError` carrying the status code name and the server's details.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from datetime import date
+from typing import Any, Final
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from bloasis.pb import market_regime_pb2 as mr_pb
+from bloasis.pb import market_regime_pb2_grpc as mr_grpc
+
+# Mirrors the server's limits: it may send history pages up to 64 MB.
+CHANNEL_OPTIONS: Final = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 4 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    # A watch may see no data for hours: keep probing the connection anyway.
+    ("grpc.http2.max_pings_without_data", 0),
+]
+# Summarise regime spells under the daily lines once a history is at least this long.
+SPELL_SUMMARY_MIN_ROWS: Final = 30
+
+
+class ClientError(Exception):
+    """A failed call: `code` is the gRPC status name (e.g. "UNAVAILABLE"), `details` the reason."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{code}: {details}")
+        self.code = code
+        self.details = details
+
+
+def _error(exc: grpc.RpcError) -> ClientError:
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    return ClientError(code.name if code is not None else "UNKNOWN", details or "")
+
+
+@contextmanager
+def _stub(address: str) -> Iterator[Any]:
+    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        yield mr_grpc.MarketRegimeServiceStub(channel)
+
+
+def message_dict(msg: Message) -> dict[str, Any]:
+    return MessageToDict(
+        msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def get_regime(
+    address: str, *, timeout: float = 5.0, force_refresh: bool = False, user_id: str = ""
+) -> dict[str, Any]:
+    """The current regime, with `served_from` (snapshot|redis|postgres) and `served_at`."""
+    req = mr_pb.GetCurrentRegimeRequest(force_refresh=force_refresh, user_id=user_id)
+    try:
+        with _stub(address) as stub:
+            resp = stub.GetCurrentRegime(req, timeout=timeout)
+    except grpc.RpcError as exc:
+        raise _error(exc) from None
+    out = message_dict(resp.regime)
+    out["served_from"] = resp.served_from
+    out["served_at"] = message_dict(resp)["served_at"]
+    return out
+
+
+def get_history(
+    address: str,
+    start: date | None = None,
+    end: date | None = None,
+    *,
+    timeout: float = 30.0,
+    page_size: int = 0,
+) -> list[dict[str, Any]]:
+    """Every stored regime in [start, end], oldest first, following all pages.
+
+    `timeout` bounds the whole walk, not each page. None dates use the server defaults
+    (end: the latest as-of; start: end minus 365 days).
+    """
+    deadline = time.monotonic() + timeout
+    req = mr_pb.GetRegimeHistoryRequest(
+        start_date=start.isoformat() if start else "",
+        end_date=end.isoformat() if end else "",
+        page_size=page_size,
+    )
+    out: list[dict[str, Any]] = []
+    try:
+        with _stub(address) as stub:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ClientError("DEADLINE_EXCEEDED", f"history not complete in {timeout}s")
+                resp = stub.GetRegimeHistory(req, timeout=remaining)
+                out.extend(message_dict(r) for r in resp.regimes)
+                if not resp.next_page_token:
+                    return out
+                req.page_token = resp.next_page_token
+    except grpc.RpcError as exc:
+        raise _error(exc) from None
+
+
+def watch(address: str, *, skip_current: bool = False) -> Generator[dict[str, Any], None, None]:
+    """The current regime, then one dict (with `previous_regime`) per change, until closed.
+
+    Closing the generator (or breaking out of the loop) cancels the stream.
+    """
+    with _stub(address) as stub:
+        call = stub.WatchRegime(mr_pb.WatchRegimeRequest(skip_current=skip_current))
+        try:
+            for update in call:
+                out = message_dict(update.regime)
+                out["previous_regime"] = update.previous_regime
+                yield out
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        finally:
+            call.cancel()
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting for people.
+# --------------------------------------------------------------------------------------------
+
+
+def _num(value: Any, fmt: str = "{:.2f}") -> str:
+    return "n/a" if value is None else fmt.format(float(value))
+
+
+def _pct(value: Any) -> str:
+    return _num(value, "{:+.2%}")
+
+
+def format_regime(d: dict[str, Any]) -> str:
+    """Multi-line: label, confidence, risk, as-of, reasoning, indicators."""
+    ind: dict[str, Any] = d.get("indicators") or {}
+    vix = _num(ind.get("vix")) + (" (realised-volatility proxy)" if ind.get("vix_is_proxy") else "")
+    lines = [
+        f"Regime      {d.get('regime', '?')}",
+        f"Confidence  {_num(d.get('confidence', 0.0))}",
+        f"Risk        {d.get('risk_level', '?')}",
+        f"As of       {d.get('as_of', '?')}",
+        f"Computed    {d.get('computed_at', '?')} (model {d.get('model_version', '?')}, "
+        f"trigger {d.get('trigger', '?')}, run {d.get('run_id', '?')})",
+    ]
+    if d.get("served_from"):
+        lines.append(f"Served from {d['served_from']} at {d.get('served_at', '?')}")
+    if d.get("previous_regime"):
+        lines.append(f"Previous    {d['previous_regime']}")
+    lines += [
+        f"Reasoning   {d.get('reasoning', '')}",
+        "Indicators",
+        f"  VIX                {vix}",
+        f"  S&P 500            {_num(ind.get('sp500_close'))} "
+        f"(trend {ind.get('sp500_trend', '?')})",
+        f"  Yield curve 10-2Y  {_num(ind.get('yield_curve'), '{:+.2f} pp')} "
+        f"({ind.get('yield_curve_state', 'unknown')})",
+        f"  Credit spread      {_num(ind.get('credit_spread'), '{:.2f} pp')} "
+        f"({ind.get('credit_spread_state', 'unknown')})",
+        f"  Drawdown           {_pct(ind.get('drawdown'))}",
+        f"  vs 200-day avg     {_pct(ind.get('sma200_gap'))} "
+        f"(slope {_pct(ind.get('sma200_slope'))})",
+        f"  Daily return       {_pct(ind.get('daily_return'))}",
+    ]
+    return "\n".join(lines)
+
+
+def regime_spells(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, int]]:
+    """Runs of consecutive rows with the same label: (first as-of, last as-of, label, rows)."""
+    spells: list[tuple[str, str, str, int]] = []
+    for r in rows:
+        as_of, label = str(r.get("as_of", "?")), str(r.get("regime", "?"))
+        if spells and spells[-1][2] == label:
+            first, _, _, n = spells[-1]
+            spells[-1] = (first, as_of, label, n + 1)
+        else:
+            spells.append((as_of, as_of, label, 1))
+    return spells
+
+
+def format_history(rows: list[dict[str, Any]], *, summary: bool | None = None) -> str:
+    """One line per day (date label confidence risk); long histories also get regime spells.
+
+    `summary=None` adds the spells from SPELL_SUMMARY_MIN_ROWS rows on; True/False forces it.
+    """
+    if not rows:
+        return "no regimes stored in this range"
+    lines = [
+        f"{r.get('as_of', '?')}  {r.get('regime', '?'):<9} "
+        f"{_num(r.get('confidence', 0.0))}  {r.get('risk_level', '?')}"
+        for r in rows
+    ]
+    if summary is None:
+        summary = len(rows) >= SPELL_SUMMARY_MIN_ROWS
+    if summary:
+        spells = regime_spells(rows)
+        lines += ["", f"{len(rows)} days, {len(spells)} regime spells:"]
+        lines += [
+            f"{first}..{last} {label} ({n} {'day' if n == 1 else 'days'})"
+            for first, last, label, n in spells
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,774 @@
+"""The gRPC server (grpc.aio): reads what the pipeline stored, never computes.
+
+Reads are served from an in-process snapshot kept fresh by PostgreSQL LISTEN/NOTIFY (see
+`bloasis.serve.snapshot`); when the snapshot is empty (just started, PostgreSQL down) they fall
+back to Redis, then PostgreSQL. `force_refresh` and history reads go to PostgreSQL. Blocking store
+calls run on a small thread pool, bounded by the RPC deadline, so the event loop stays free.
+
+Besides `bloasis.market_regime.MarketRegimeService` the server exposes `grpc.health.v1.Health`
+(SERVING while PostgreSQL answers; Redis is optional and does not count) and server reflection.
+
+Entry points: `serve(settings, ready=...)` runs until SIGTERM/SIGINT or cancellation;
+`start_server(settings, "127.0.0.1:0")` starts one in-process (tests) and returns the
+`RegimeServer`, whose `.port`/`.address` say where it listens and `.stop()` shuts it down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import re
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Final, TypeVar
+
+import grpc
+import redis
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from bloasis.config import Settings
+from bloasis.pb import market_regime_pb2 as mr_pb
+from bloasis.publish.cache import make_redis, read_current_regime
+from bloasis.regime.types import RegimeResult
+from bloasis.serve.snapshot import Snapshot, StoreRefresher
+from bloasis.store.db import engine_for
+from bloasis.store.regimes import latest_regime, regime_history
+from bloasis.wire import regime_to_pb, ts
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+MARKET_REGIME_SERVICE: Final = mr_pb.DESCRIPTOR.services_by_name["MarketRegimeService"]
+MARKET_REGIME_SERVICE_NAME: Final = MARKET_REGIME_SERVICE.full_name
+
+MAX_RECEIVE_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+# A full history page (up to 10000 rows of ~600 bytes) must fit; clients use the same limit.
+MAX_SEND_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+USER_ID_MAX_LEN: Final = 128
+DEFAULT_HISTORY_DAYS: Final = 365
+PAGE_TOKEN_MAX_LEN: Final = 1024
+
+SERVED_FROM_SNAPSHOT: Final = "snapshot"
+SERVED_FROM_REDIS: Final = "redis"
+SERVED_FROM_POSTGRES: Final = "postgres"
+
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# Connectivity failures: the store is down or unreachable, as opposed to a bug or a bad schema.
+_UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError, OSError, TimeoutError)
+
+
+class RequestError(Exception):
+    """Raised by servicer code; the RPC wrapper turns it into a gRPC status with these details."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+def invalid(details: str) -> RequestError:
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, details)
+
+
+def _show(value: str, limit: int = 40) -> str:
+    """A bad value echoed back in an error, truncated so huge inputs do not bloat the status."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
+def _now_ts() -> Timestamp:
+    return ts(datetime.now(UTC))
+
+
+# --------------------------------------------------------------------------------------------
+# Store access: blocking calls off the event loop, bounded by the RPC deadline.
+# --------------------------------------------------------------------------------------------
+
+
+class StoreAccess:
+    """PostgreSQL (required) and Redis (optional) reads run on a dedicated thread pool."""
+
+    def __init__(
+        self, settings: Settings, *, store_timeout: float = 10.0, workers: int = 8
+    ) -> None:
+        self.settings = settings
+        self.store_timeout = store_timeout
+        # Dedicated pool: a hung store cannot starve the loop's default executor; it is no larger
+        # than the engine's connection pool (5 + 5 overflow).
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bloasis-store")
+        self._redis: redis.Redis | None = None
+        self._ping: asyncio.Future[None] | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if not self.settings.database_url:
+            raise RequestError(
+                grpc.StatusCode.UNAVAILABLE, "BLOASIS_DATABASE_URL is not set on the server"
+            )
+        return engine_for(self.settings.database_url)
+
+    async def call(self, fn: Callable[[], R], context: Any, what: str) -> R:
+        """Run `fn` (blocking, PostgreSQL) in a thread; store trouble becomes UNAVAILABLE."""
+        remaining = context.time_remaining() if context is not None else None
+        timeout = self.store_timeout if remaining is None else min(self.store_timeout, remaining)
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(self.executor, fn), max(timeout, 0.0)
+            )
+        except RequestError:
+            raise
+        except TimeoutError:
+            if remaining is not None and timeout >= remaining:
+                raise RequestError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline exceeded while {what}"
+                ) from None
+            raise RequestError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"PostgreSQL did not answer within {timeout:g}s while {what}; retry later",
+            ) from None
+        except _UNAVAILABLE_ERRORS as exc:
+            log.warning("PostgreSQL unavailable while %s: %s", what, exc)
+            raise RequestError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"PostgreSQL is unavailable while {what} ({type(exc).__name__}); retry later",
+            ) from None
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise RequestError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"PostgreSQL connection lost while {what}; retry later",
+                ) from None
+            raise
+
+    async def redis_call(self, fn: Callable[[redis.Redis], R], what: str) -> R | None:
+        """Run `fn(client)` in a thread; Redis is a cache, so any failure is a miss (logged)."""
+        if not self.settings.redis_url:
+            return None
+        loop = asyncio.get_running_loop()
+        try:
+            if self._redis is None:
+                self._redis = make_redis(self.settings.redis_url, timeout=1.0)
+            client = self._redis
+            return await asyncio.wait_for(
+                loop.run_in_executor(self.executor, fn, client), self.store_timeout
+            )
+        except Exception as exc:  # a cache must never fail a read
+            log.warning("Redis read failed while %s: %s", what, exc)
+            return None
+
+    async def ping(self, timeout: float) -> bool:
+        """True if PostgreSQL answers `SELECT 1` within `timeout`."""
+        if not self.settings.database_url:
+            return False
+        if self._ping is not None and not self._ping.done():
+            return False  # the previous ping still hangs: the store is not answering
+
+        def _select_one() -> None:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        self._ping = asyncio.get_running_loop().run_in_executor(self.executor, _select_one)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ping), timeout)
+            return True
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                self._redis.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Request validation and page tokens.
+# --------------------------------------------------------------------------------------------
+
+
+def check_user_id(user_id: str) -> None:
+    if len(user_id) > USER_ID_MAX_LEN:
+        raise invalid(f"user_id must be at most {USER_ID_MAX_LEN} characters, got {len(user_id)}")
+    if not user_id.isprintable():
+        raise invalid(
+            f"user_id must be printable text (no control characters), got {_show(user_id)}"
+        )
+
+
+def parse_date_field(field: str, raw: str) -> date | None:
+    """'' -> None (use the default); otherwise strictly YYYY-MM-DD (3.11's fromisoformat is lax)."""
+    if raw == "":
+        return None
+    if not _DATE_RE.fullmatch(raw):
+        raise invalid(f"{field} must be a date as YYYY-MM-DD, got {_show(raw)}")
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise invalid(f"{field} {_show(raw)} is not a valid calendar date") from None
+
+
+def default_start(end: date, max_days: int) -> date:
+    try:
+        return end - timedelta(days=min(DEFAULT_HISTORY_DAYS, max_days))
+    except OverflowError:
+        return date.min
+
+
+def check_span(start: date, end: date, max_days: int) -> None:
+    span = (end - start).days
+    if span > max_days:
+        raise invalid(
+            f"start_date {start.isoformat()} .. end_date {end.isoformat()} spans {span} days; "
+            f"at most {max_days} days per request"
+        )
+
+
+@dataclass(frozen=True)
+class PageToken:
+    """Where the previous page stopped, and the query it belongs to (raw request strings)."""
+
+    start_date: str
+    end_date: str
+    end: date  # the resolved end (the latest as-of when end_date was empty)
+    after: date  # the last as-of already returned
+
+    def encode(self) -> str:
+        body = {
+            "v": 1,
+            "s": self.start_date,
+            "e": self.end_date,
+            "end": self.end.isoformat(),
+            "after": self.after.isoformat(),
+        }
+        raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> PageToken:
+        bad = invalid("page_token is not a token returned by GetRegimeHistory")
+        if len(token) > PAGE_TOKEN_MAX_LEN or not token.isascii():
+            raise bad
+        try:
+            body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+            if not isinstance(body, dict) or body.get("v") != 1:
+                raise bad
+            s, e, end, after = body["s"], body["e"], body["end"], body["after"]
+            if not all(isinstance(x, str) for x in (s, e, end, after)):
+                raise bad
+            return cls(s, e, date.fromisoformat(end), date.fromisoformat(after))
+        except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise bad from None
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    raw_start: str
+    raw_end: str
+    start: date | None  # None: default from the resolved end
+    end: date | None  # None: the latest as-of stored
+    after: date | None
+    page_size: int
+
+
+def parse_history_request(
+    req: mr_pb.GetRegimeHistoryRequest, *, max_days: int, page_cap: int
+) -> HistoryQuery:
+    """Everything that can be checked without the store, so bad input never needs PostgreSQL."""
+    if req.page_size < 0:
+        raise invalid(f"page_size must be >= 0 (0 = server default), got {req.page_size}")
+    page_size = min(req.page_size or page_cap, page_cap)
+    start = parse_date_field("start_date", req.start_date)
+    end = parse_date_field("end_date", req.end_date)
+    if start is not None and end is not None:
+        if start > end:
+            raise invalid(f"start_date {start.isoformat()} is after end_date {end.isoformat()}")
+        check_span(start, end, max_days)
+    after: date | None = None
+    if req.page_token:
+        tok = PageToken.decode(req.page_token)
+        if (tok.start_date, tok.end_date) != (req.start_date, req.end_date):
+            raise invalid(
+                "page_token was issued for a different query: repeat the same start_date and "
+                f"end_date (token has start_date={_show(tok.start_date)}, "
+                f"end_date={_show(tok.end_date)})"
+            )
+        if end is not None and tok.end != end:
+            raise invalid("page_token does not match end_date")
+        end, after = tok.end, tok.after
+        if start is not None:
+            check_span(start, end, max_days)
+    return HistoryQuery(req.start_date, req.end_date, start, end, after, page_size)
+
+
+# --------------------------------------------------------------------------------------------
+# MarketRegimeService.
+# --------------------------------------------------------------------------------------------
+
+
+class MarketRegimeServicer:
+    """Current regime from the snapshot (then Redis, then PostgreSQL); history from PostgreSQL."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: StoreAccess,
+        snapshot: Snapshot[RegimeResult],
+        refresher: StoreRefresher,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.snapshot = snapshot
+        self.refresher = refresher
+
+    def load_current(self) -> RegimeResult | None:
+        """Blocking: the regime with the latest as-of stored for this model version."""
+        with self.store.engine.connect() as conn:
+            return latest_regime(conn, self.settings.model_version)
+
+    async def _read_current_pg(self, context: Any) -> RegimeResult | None:
+        value = await self.store.call(self.load_current, context, "reading the current regime")
+        if value != self.snapshot.value:
+            # Fresher than the snapshot (a missed notification?): let the refresher swap it, so
+            # the snapshot has a single writer and can never go backwards.
+            self.refresher.poke()
+        return value
+
+    async def _read_current_redis(self) -> RegimeResult | None:
+        value = await self.store.redis_call(read_current_regime, "reading the current regime")
+        if value is not None and value.model_version != self.settings.model_version:
+            return None  # written by another model version: not what this server serves
+        return value
+
+    async def current(self, context: Any) -> tuple[RegimeResult | None, str]:
+        if (value := self.snapshot.value) is not None:
+            return value, SERVED_FROM_SNAPSHOT
+        if (value := await self._read_current_redis()) is not None:
+            return value, SERVED_FROM_REDIS
+        return await self._read_current_pg(context), SERVED_FROM_POSTGRES
+
+    def _not_found(self) -> RequestError:
+        return RequestError(
+            grpc.StatusCode.NOT_FOUND,
+            f"no regime stored yet for model {self.settings.model_version}; run the pipeline",
+        )
+
+    async def GetCurrentRegime(
+        self, request: mr_pb.GetCurrentRegimeRequest, context: Any
+    ) -> mr_pb.GetCurrentRegimeResponse:
+        check_user_id(request.user_id)
+        if request.force_refresh:
+            value, source = await self._read_current_pg(context), SERVED_FROM_POSTGRES
+        else:
+            value, source = await self.current(context)
+        if value is None:
+            raise self._not_found()
+        return mr_pb.GetCurrentRegimeResponse(
+            regime=regime_to_pb(value), served_from=source, served_at=_now_ts()
+        )
+
+    def read_history(self, q: HistoryQuery) -> tuple[date | None, list[RegimeResult]]:
+        """Blocking: (resolved end, up to page_size + 1 rows) — the extra row says "more"."""
+        max_days = self.settings.history_max_days
+        with self.store.engine.connect() as conn:
+            end = q.end
+            if end is None:
+                latest = latest_regime(conn, self.settings.model_version)
+                if latest is None:
+                    return None, []
+                end = latest.as_of
+            if q.start is None:
+                start = default_start(end, max_days)
+            else:
+                start = q.start
+                if start > end:
+                    return end, []  # only possible with a defaulted end: nothing that late yet
+                check_span(start, end, max_days)
+            rows = regime_history(
+                conn,
+                self.settings.model_version,
+                start,
+                end,
+                after=q.after,
+                limit=q.page_size + 1,
+            )
+            return end, rows
+
+    async def GetRegimeHistory(
+        self, request: mr_pb.GetRegimeHistoryRequest, context: Any
+    ) -> mr_pb.GetRegimeHistoryResponse:
+        q = parse_history_request(
+            request,
+            max_days=self.settings.history_max_days,
+            page_cap=self.settings.history_page_size,
+        )
+        end, rows = await self.store.call(
+            lambda: self.read_history(q), context, "reading regime history"
+        )
+        token = ""
+        if end is not None and len(rows) > q.page_size:
+            rows = rows[: q.page_size]
+            token = PageToken(q.raw_start, q.raw_end, end, rows[-1].as_of).encode()
+        return mr_pb.GetRegimeHistoryResponse(
+            regimes=[regime_to_pb(r) for r in rows], next_page_token=token, served_at=_now_ts()
+        )
+
+    async def WatchRegime(
+        self, request: mr_pb.WatchRegimeRequest, context: Any
+    ) -> AsyncIterator[mr_pb.RegimeUpdate]:
+        # Subscribe before reading the current value, so no change can slip in between.
+        with self.snapshot.subscribe() as sub:
+            last: RegimeResult | None
+            if request.skip_current:
+                last = self.snapshot.value
+            else:
+                try:
+                    last, _ = await self.current(context)
+                except RequestError as exc:
+                    if exc.code != grpc.StatusCode.UNAVAILABLE:
+                        raise
+                    last = None  # store down and nothing cached: wait for the first regime
+                if last is not None:
+                    yield mr_pb.RegimeUpdate(regime=regime_to_pb(last), previous_regime="")
+            # Compared as messages: a value read from Redis and the same row read from
+            # PostgreSQL can differ as Python objects (e.g. absent vs None indicators).
+            last_pb = regime_to_pb(last) if last is not None else None
+            reported_drops = 0
+            while True:
+                change = await sub.get()
+                if change is None:
+                    raise RequestError(
+                        grpc.StatusCode.UNAVAILABLE, "server is shutting down; reconnect"
+                    )
+                if sub.dropped > reported_drops:
+                    log.warning("slow WatchRegime client: %d changes dropped", sub.dropped)
+                    reported_drops = sub.dropped
+                pb = regime_to_pb(change.value)
+                if pb == last_pb:
+                    continue  # already sent (e.g. read from Redis before the snapshot loaded)
+                previous = change.previous if change.previous is not None else last
+                yield mr_pb.RegimeUpdate(
+                    regime=pb, previous_regime=previous.regime if previous is not None else ""
+                )
+                last, last_pb = change.value, pb
+
+
+# --------------------------------------------------------------------------------------------
+# Generic plumbing: method handlers built from the service descriptor.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Malformed:
+    """A request whose bytes did not parse (e.g. bad UTF-8): answered with INVALID_ARGUMENT."""
+
+    type_name: str
+    error: str
+
+
+def _lenient_deserializer(cls: type[Message]) -> Callable[[bytes], Message | _Malformed]:
+    # grpc turns a deserializer exception into a bare INTERNAL; bad bytes are bad input.
+    def deserialize(data: bytes) -> Message | _Malformed:
+        try:
+            return cls.FromString(data)
+        except DecodeError as exc:
+            return _Malformed(cls.DESCRIPTOR.full_name, str(exc))
+
+    return deserialize
+
+
+def _malformed_details(m: _Malformed) -> str:
+    return f"request is not a valid {m.type_name}: {m.error}"[:500]
+
+
+def _unary(
+    fn: Callable[[Any, Any], Awaitable[Any]], method: str
+) -> Callable[[Any, Any], Awaitable[Any]]:
+    async def handler(request: Any, context: Any) -> Any:
+        if isinstance(request, _Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _malformed_details(request))
+        try:
+            return await fn(request, context)
+        except RequestError as exc:
+            await context.abort(exc.code, exc.details)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("%s failed", method)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{method} failed; see the server log")
+
+    return handler
+
+
+def _server_stream(
+    fn: Callable[[Any, Any], AsyncIterator[Any]], method: str
+) -> Callable[[Any, Any], AsyncIterator[Any]]:
+    async def handler(request: Any, context: Any) -> AsyncIterator[Any]:
+        if isinstance(request, _Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _malformed_details(request))
+        try:
+            async for item in fn(request, context):
+                yield item
+        except RequestError as exc:
+            await context.abort(exc.code, exc.details)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("%s failed", method)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{method} failed; see the server log")
+
+    return handler
+
+
+def add_service(server: Any, service: ServiceDescriptor, servicer: object) -> None:
+    """Register `servicer` (methods named as in the .proto) for every method of `service`."""
+    handlers: dict[str, Any] = {}
+    for m in service.methods:
+        req_cls = message_factory.GetMessageClass(m.input_type)
+        resp_cls = message_factory.GetMessageClass(m.output_type)
+        fn = getattr(servicer, m.name)
+        kwargs = {
+            "request_deserializer": _lenient_deserializer(req_cls),
+            "response_serializer": resp_cls.SerializeToString,
+        }
+        full = f"{service.full_name}/{m.name}"
+        if m.client_streaming:
+            raise NotImplementedError(f"{full}: client streaming is not supported")
+        if m.server_streaming:
+            handlers[m.name] = grpc.unary_stream_rpc_method_handler(
+                _server_stream(fn, full), **kwargs
+            )
+        else:
+            handlers[m.name] = grpc.unary_unary_rpc_method_handler(_unary(fn, full), **kwargs)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
+# --------------------------------------------------------------------------------------------
+# The server.
+# --------------------------------------------------------------------------------------------
+
+
+class RegimeServer:
+    """The BLOASIS gRPC server: services, health, reflection, snapshot refresher, shutdown."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        poll_interval: float = 5.0,
+        health_interval: float = 2.0,
+        watch_queue_size: int = 16,
+        grace: float = 5.0,
+        store_timeout: float = 10.0,
+        max_receive_message_bytes: int = MAX_RECEIVE_MESSAGE_BYTES,
+        max_send_message_bytes: int = MAX_SEND_MESSAGE_BYTES,
+    ) -> None:
+        self.settings = settings
+        self.health_interval = health_interval
+        self.grace = grace
+        self.store = StoreAccess(settings, store_timeout=store_timeout)
+        self.refresher = StoreRefresher(
+            settings.database_url, poll_interval=poll_interval, executor=self.store.executor
+        )
+        self.watch_queue_size = watch_queue_size
+        self._started = False
+        self.services: list[tuple[ServiceDescriptor, object]] = []
+        self.snapshots: list[Snapshot[Any]] = []
+        self.regime_snapshot: Snapshot[RegimeResult] = self.snapshot("current regime")
+        self.market_regime = MarketRegimeServicer(
+            settings, self.store, self.regime_snapshot, self.refresher
+        )
+        self.refresher.track(self.regime_snapshot, self.market_regime.load_current)
+        self.add_service(MARKET_REGIME_SERVICE, self.market_regime)
+        self.health = health.aio.HealthServicer()
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_receive_message_bytes),
+                ("grpc.max_send_message_length", max_send_message_bytes),
+                # Ping idle connections so dead WatchRegime clients are noticed.
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+                # Keep pinging while a watch stream is idle (no data for hours is normal).
+                ("grpc.http2.max_pings_without_data", 0),
+                # Accept client keepalive pings down to every 10 s.
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+                ("grpc.http2.max_ping_strikes", 2),
+                # Fail loudly if another server already holds the port.
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        self._health_status: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+        self._stopping = False
+        self.port = 0
+        self.address = ""
+
+    @property
+    def service_names(self) -> list[str]:
+        return [d.full_name for d, _ in self.services]
+
+    def snapshot(self, name: str) -> Snapshot[Any]:
+        """A new snapshot closed on shutdown; `self.refresher.track(snap, loader)` keeps it fresh.
+
+        With `add_service` this is how ClassificationService/StrategyService plug in: same
+        NOTIFY-driven refresh, same watcher fan-out, same health and reflection entries.
+        """
+        snap: Snapshot[Any] = Snapshot(name, queue_size=self.watch_queue_size)
+        self.snapshots.append(snap)
+        return snap
+
+    def add_service(self, descriptor: ServiceDescriptor, servicer: object) -> None:
+        """Serve `servicer` for `descriptor` (before `start`); it gets health and reflection."""
+        if self._started:
+            raise RuntimeError("add services before start()")
+        self.services.append((descriptor, servicer))
+
+    async def start(self, address: str | None = None) -> None:
+        if self._started:
+            raise RuntimeError("server already started")
+        for descriptor, servicer in self.services:
+            add_service(self._server, descriptor, servicer)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+        )
+        self._started = True
+        address = address or self.settings.grpc_address
+        host = address.rpartition(":")[0]
+        try:
+            port = self._server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {address}: {exc}") from exc
+        if not port:
+            raise OSError(f"cannot listen on {address}")
+        self.port, self.address = port, f"{host}:{port}"
+        # Health and the first snapshot load before accepting calls, so the very first answers
+        # reflect the store (bounded: a down store only delays start-up by the ping timeout).
+        await self._check_health()
+        await self.refresher.start(warm_timeout=self.store.store_timeout)
+        self._tasks.append(asyncio.create_task(self._health_loop(), name="health-check"))
+        await self._server.start()
+        log.info("gRPC server listening on %s", self.address)
+
+    async def _check_health(self) -> None:
+        ok = await self.store.ping(timeout=max(1.0, self.health_interval))
+        resp = health_pb2.HealthCheckResponse
+        status = resp.SERVING if ok else resp.NOT_SERVING
+        if status == self._health_status:
+            return
+        if self._health_status is not None:
+            if ok:
+                log.info("PostgreSQL answers again: SERVING")
+            else:
+                log.warning("PostgreSQL is not answering: NOT_SERVING")
+        self._health_status = status
+        for name in ("", *self.service_names):
+            await self.health.set(name, status)
+        if ok:
+            self.refresher.poke()  # the store is back: catch up without waiting for the timer
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_interval)
+            try:
+                await self._check_health()
+            except Exception:  # keep checking whatever happens
+                log.exception("health check failed")
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful: NOT_SERVING, end watch streams, finish in-flight calls within `grace`."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        try:
+            await self.health.enter_graceful_shutdown()
+            for task in self._tasks:
+                task.cancel()
+            for snap in self.snapshots:
+                snap.close()  # watchers end with UNAVAILABLE "shutting down; reconnect"
+            if self._started:
+                await self._server.stop(self.grace if grace is None else grace)
+            await self.refresher.stop()  # closes the LISTEN connection
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self.store.close()
+        finally:
+            self._stopped.set()
+            log.info("gRPC server stopped")
+
+    async def wait_for_termination(self) -> None:
+        await self._stopped.wait()
+
+
+async def start_server(
+    settings: Settings, address: str = "127.0.0.1:0", **options: Any
+) -> RegimeServer:
+    """Start a server in this event loop (tests, embedding); `options` go to `RegimeServer`."""
+    server = RegimeServer(settings, **options)
+    try:
+        await server.start(address)
+    except BaseException:
+        await server.stop(0)
+        raise
+    return server
+
+
+async def serve(
+    settings: Settings,
+    *,
+    ready: Callable[[str], None] | None = None,
+    address: str | None = None,
+    **options: Any,
+) -> None:
+    """Run until SIGTERM/SIGINT or cancellation; `ready(address)` is called once listening."""
+    server = await start_server(settings, address or settings.grpc_address, **options)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread / not supported: cancellation still stops us
+    try:
+        if ready is not None:
+            ready(server.address)
+        await stop.wait()
+        log.info("signal received: shutting down (grace %.1fs)", server.grace)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await server.stop()
+
+
+__all__: Sequence[str] = (
+    "MARKET_REGIME_SERVICE_NAME",
+    "MarketRegimeServicer",
+    "RegimeServer",
+    "RequestError",
+    "add_service",
+    "serve",
+    "start_server",
+)
