@@ -28,6 +28,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -706,6 +707,12 @@ def _env_mapping(paths: _Paths, services: dict[str, Any]) -> dict[str, str]:
 def _write_env(paths: _Paths, env: dict[str, str]) -> None:
     lines = ["# written by `bloasis stack up`; source it to point clients at the stack"]
     lines += [f"export {key}={shlex.quote(value)}" for key, value in env.items()]
+    if sys.prefix != sys.base_prefix:
+        # Inside the project venv: put its tools (bloasis, grpcurl, prefect) on PATH too.
+        venv_bin = shlex.quote(str(Path(sys.prefix) / "bin"))
+        lines.append(
+            f'case ":$PATH:" in *":"{venv_bin}":"*) ;; *) export PATH={venv_bin}:"$PATH";; esac'
+        )
     tmp = paths.env_file.with_suffix(".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, paths.env_file)
