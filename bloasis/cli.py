@@ -87,6 +87,13 @@ def cmd_db(args: argparse.Namespace) -> int:
 # --- run / relay -----------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings()
+    if args.as_of is not None:
+        from bloasis import pipeline
+
+        # Fail fast on a non-session date, before paying for Prefect's start-up.
+        pipeline.resolve_as_of(pipeline.load_market_data(), args.as_of)
+    if args.history_days < 0:
+        raise CliError(f"--history-days must be >= 0, got {args.history_days}")
     prefect_env(settings.state_dir)
     _migrate(settings)
     from flows.pipeline import daily_pipeline

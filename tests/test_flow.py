@@ -131,3 +131,28 @@ def test_prefect_deploy_all_registers_deployments(prefect_harness: None) -> None
     got = asyncio.run(deployments())
     assert got["daily-pipeline"] == (1, "ENQUEUE", ["30 17 * * 1-5"], "America/New_York")
     assert got["outbox-relay"][:2] == (1, "CANCEL_NEW")
+
+
+def test_cli_run_json_prints_one_object(
+    prefect_harness: None, clean_db: Engine, stack_state_dir: Path
+) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLOASIS_")}
+    env |= {
+        "BLOASIS_STATE_DIR": str(stack_state_dir),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "bloasis.cli", "run", "--json", "--as-of", "2008-09-29",
+         "--history-days", "30"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)  # stdout holds the JSON object and nothing else
+    assert out["as_of"] == "2008-09-29" and out["regime"] == "crisis"
+    assert out["trigger"] == "circuit_breaker"  # -8.8% that day
+    assert 0 <= out["confidence"] <= 1 and out["risk_level"] == "high"
+    # 2008-08-30..2008-09-26: 19 sessions (Labor Day closed)
+    assert out["history_inserted"] == 19 and len(out["run_id"]) == 36
+    assert _count(clean_db, RegimeRow) == 20
