@@ -116,6 +116,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from bloasis import pipeline, progress
+    from bloasis.regime.validation import ValidationReport, format_report
+
+    settings = load_settings()
+    md = pipeline.load_market_data()
+    start = args.start or md.market.index[0].date()
+    end = args.end or md.last_date
+    if start > end:
+        raise CliError(f"--start {start} is after --end {end}")
+    if args.chunk_size <= 0:
+        raise CliError(f"--chunk-size must be positive, got {args.chunk_size}")
+    if args.out is not None and not args.out.parent.is_dir():
+        raise CliError(f"--out {args.out}: directory {args.out.parent} does not exist")
+    prefect_env(settings.state_dir)
+    _migrate(settings)
+    from flows.backfill import regime_backfill
+
+    with progress.listen(progress.TerminalBar()):
+        summary = regime_backfill(start=start, end=end, chunk_size=args.chunk_size)
+    days = summary.pop("days")
+    text = format_report(ValidationReport(**_report_fields(summary["validation"])))
+    head = (
+        f"Backfill {summary['start']}..{summary['end']}: {summary['sessions']} sessions, "
+        f"{summary['inserted']} inserted, {summary['existing']} already stored, "
+        f"{summary['events_queued']} events queued ({summary['timings'].get('total_s', 0):.1f}s)"
+    )
+    if summary["note"]:
+        head += f"\nnote: {summary['note']}"
+    if args.out is not None:
+        args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    # With --json, stdout is the per-day array and nothing else; the report goes to stderr.
+    report_stream = sys.stderr if args.json else sys.stdout
+    print(head, text, sep="\n\n", file=report_stream)
+    if args.out is not None:
+        print(f"report written to {args.out}", file=report_stream)
+    if args.json:
+        json.dump(days, sys.stdout)
+        sys.stdout.write("\n")
+    return 0
+
+
+def _report_fields(d: dict[str, Any]) -> dict[str, Any]:
+    from bloasis.regime.validation import WindowScore
+
+    return d | {"windows": [WindowScore(**w) for w in d["windows"]]}
+
+
 def cmd_relay(args: argparse.Namespace) -> int:
     from tasks.publish import run_relay
 
@@ -314,6 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--json", action="store_true", help="print the result as one JSON object")
     r.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("backfill", help="regime for every session in a range, with validation")
+    b.add_argument("--start", type=_iso_date, default=None, help="default: first session")
+    b.add_argument("--end", type=_iso_date, default=None, help="default: last session")
+    b.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
+    b.add_argument("--json", action="store_true", help="print the per-day results as JSON")
+    b.add_argument("--chunk-size", type=int, default=1000, help="sessions per transaction")
+    b.set_defaults(func=cmd_backfill)
 
     rl = sub.add_parser("relay", help="publish pending outbox events to Kafka")
     rl.add_argument("--once", action="store_true", help="publish what is pending and exit")

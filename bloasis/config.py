@@ -45,7 +45,7 @@ class Settings(BaseSettings):
         default=14000, gt=0, description="longest GetRegimeHistory range accepted"
     )
     history_page_size: int = Field(default=1000, gt=0, le=10000)
-    model_version: str = Field(default="rules-v1", min_length=1, max_length=64)
+    model_version: str = Field(default="regime-v2", min_length=1, max_length=64)
     relay_batch_size: int = Field(default=500, gt=0, le=100000)
     log_level: str = Field(default="INFO")
 

@@ -22,13 +22,7 @@ from bloasis import __version__
 from bloasis.config import Settings
 from bloasis.publish.cache import make_redis, write_current_regime
 from bloasis.publish.events import regime_events
-from bloasis.regime.model import (
-    DEFAULT_PARAMS,
-    RegimeParams,
-    classify_as_of,
-    classify_frame,
-    results_from_frame,
-)
+from bloasis.regime.model import RegimeModel, classify_as_of, classify_frame, results_from_frame
 from bloasis.regime.types import RegimeResult
 from bloasis.store import outbox, regimes, runs
 
@@ -69,8 +63,7 @@ def compute_regime(
     *,
     trigger: str,
     run_id: uuid.UUID,
-    model_version: str,
-    params: RegimeParams = DEFAULT_PARAMS,
+    model: RegimeModel,
 ) -> RegimeResult:
     # Cut before computing: nothing published after as_of can reach the result.
     return classify_as_of(
@@ -78,9 +71,9 @@ def compute_regime(
         as_of,
         trigger=trigger,
         run_id=run_id,
-        model_version=model_version,
+        model_version=model.version,
         computed_at=datetime.now(UTC),
-        params=params,
+        params=model.params,
     )
 
 
@@ -161,18 +154,17 @@ def compute_regime_range(
     *,
     trigger: str,
     run_id: uuid.UUID,
-    model_version: str,
-    params: RegimeParams = DEFAULT_PARAMS,
+    model: RegimeModel,
 ) -> list[RegimeResult]:
     """Every session in [start, end] in one vectorised pass over data cut at `end`; row D equals
     `compute_regime(md, D)` because every indicator is causal."""
-    frame = classify_frame(md.as_of(end).market, params)
+    frame = classify_frame(md.as_of(end).market, model.params)
     frame = frame.loc[pd.Timestamp(start) : pd.Timestamp(end)]
     return results_from_frame(
         frame,
         trigger=trigger,
         run_id=run_id,
-        model_version=model_version,
+        model_version=model.version,
         computed_at=datetime.now(UTC),
     )
 
@@ -218,11 +210,11 @@ def persist_regime_range(engine: Engine, results: list[RegimeResult]) -> BulkOut
     return BulkOutcome(inserted=len(new), existing=len(results) - len(new), events=n_events)
 
 
-def refresh_cache(engine: Engine, settings: Settings) -> RegimeResult | None:
+def refresh_cache(engine: Engine, settings: Settings, model_version: str) -> RegimeResult | None:
     """Write what is current (the latest stored as-of) to Redis. Returns it, or None if the
     store is empty. Raises redis.RedisError when Redis is down (callers decide to warn)."""
     with engine.connect() as conn:
-        current = regimes.latest_regime(conn, settings.model_version)
+        current = regimes.latest_regime(conn, model_version)
     if current is None:
         return None
     client = make_redis(settings.require("redis_url"))
@@ -233,10 +225,10 @@ def refresh_cache(engine: Engine, settings: Settings) -> RegimeResult | None:
     return current
 
 
-def try_refresh_cache(engine: Engine, settings: Settings) -> str:
+def try_refresh_cache(engine: Engine, settings: Settings, model_version: str) -> str:
     """Cache refresh that never fails the run: Redis is repaired by the next run."""
     try:
-        current = refresh_cache(engine, settings)
+        current = refresh_cache(engine, settings, model_version)
     except redis.RedisError as exc:
         log.warning("Redis unavailable, cache will be repaired by the next run: %s", exc)
         return "redis unavailable"

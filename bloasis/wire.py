@@ -17,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from bloasis.pb import common_pb2
 from bloasis.regime.types import RegimeResult
 
-_OPTIONAL_FLOATS = ("yield_curve", "credit_spread")
+_OPTIONAL_FLOATS = ("yield_curve", "credit_spread", "high_vol_prob")
 
 
 def ts(dt: datetime) -> Timestamp:

@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 
 from bloasis import pipeline
 from bloasis.config import load_settings
+from bloasis.regime.model import resolve_model
 from bloasis.regime.types import TRIGGERS, RegimeResult
 from bloasis.store.db import get_engine
 from tasks.publish import refresh_cache, relay_outbox
@@ -57,6 +58,7 @@ def daily_pipeline(
         raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
     logger = get_run_logger()
     settings = load_settings()
+    model = resolve_model(settings.model_version)
     engine = get_engine(settings)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -75,6 +77,7 @@ def daily_pipeline(
         "trigger": trigger,
         "relay": relay,
         "history_days": history_days,
+        "regime_params": model.params.as_dict(),
     }
     pipeline.begin_run(
         engine,
@@ -84,13 +87,13 @@ def daily_pipeline(
         as_of=resolved,
         parameters=params,
         md=md,
-        model_version=settings.model_version,
+        model_version=model.version,
     )
     try:
         warm = pipeline.BulkOutcome(0, 0, 0)
         if history_days:
             t = time.perf_counter()
-            warm = warm_up_history(settings, md, resolved, history_days, run_id)
+            warm = warm_up_history(settings, md, resolved, history_days, run_id, model)
             timings["history_s"] = time.perf_counter() - t
             logger.info(
                 "history: %d sessions stored, %d already there, %d events",
@@ -99,7 +102,7 @@ def daily_pipeline(
                 warm.events,
             )
         t = time.perf_counter()
-        result = compute_regime(md, resolved, trigger, run_id, settings.model_version)
+        result = compute_regime(md, resolved, trigger, run_id, model)
         timings["compute_s"] = time.perf_counter() - t
         t = time.perf_counter()
         outcome = persist_regime(settings, result)
@@ -115,7 +118,7 @@ def daily_pipeline(
             "" if outcome.inserted else " — already stored, nothing written",
         )
         t = time.perf_counter()
-        cache_status = refresh_cache(settings)
+        cache_status = refresh_cache(settings, model.version)
         timings["cache_s"] = time.perf_counter() - t
         relay_status = "skipped"
         if relay:

@@ -15,8 +15,8 @@ from bloasis.store.db import get_engine
 
 
 @task(name="refresh-cache", cache_policy=NO_CACHE)
-def refresh_cache(settings: Settings) -> str:
-    return pipeline.try_refresh_cache(get_engine(settings), settings)
+def refresh_cache(settings: Settings, model_version: str) -> str:
+    return pipeline.try_refresh_cache(get_engine(settings), settings, model_version)
 
 
 def run_relay(settings: Settings, *, max_events: int | None = None) -> RelayStats:

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from bloasis import pipeline
 from bloasis.config import Settings
 from bloasis.marketdata import MarketData
+from bloasis.regime.model import RegimeModel
 from bloasis.regime.types import RegimeResult
 from bloasis.store.db import get_engine
 from tasks.common import retry_on_transient
@@ -23,11 +24,9 @@ def load_market_data(end: date | None = None) -> MarketData:
 
 @task(name="compute-regime", cache_policy=NO_CACHE, task_run_name="compute-regime-{as_of}")
 def compute_regime(
-    md: MarketData, as_of: date, trigger: str, run_id: uuid.UUID, model_version: str
+    md: MarketData, as_of: date, trigger: str, run_id: uuid.UUID, model: RegimeModel
 ) -> RegimeResult:
-    return pipeline.compute_regime(
-        md, as_of, trigger=trigger, run_id=run_id, model_version=model_version
-    )
+    return pipeline.compute_regime(md, as_of, trigger=trigger, run_id=run_id, model=model)
 
 
 @task(
@@ -50,7 +49,12 @@ def persist_regime(settings: Settings, result: RegimeResult) -> pipeline.Persist
     task_run_name="warm-up-history-{days}d-before-{as_of}",
 )
 def warm_up_history(
-    settings: Settings, md: MarketData, as_of: date, days: int, run_id: uuid.UUID
+    settings: Settings,
+    md: MarketData,
+    as_of: date,
+    days: int,
+    run_id: uuid.UUID,
+    model: RegimeModel,
 ) -> pipeline.BulkOutcome:
     """Store the sessions in the `days` calendar days before `as_of` that are missing (one
     vectorised pass, trigger `backfill`), so history reads have something to show."""
@@ -64,6 +68,6 @@ def warm_up_history(
         before[-1].date(),
         trigger="backfill",
         run_id=run_id,
-        model_version=settings.model_version,
+        model=model,
     )
     return pipeline.persist_regime_range(get_engine(settings), results)

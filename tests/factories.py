@@ -33,6 +33,8 @@ def regime(
         "sma200_gap": 0.05,
         "sma200_slope": 0.01,
         "daily_return": 0.001,
+        "high_vol_prob": 0.1,
+        "rule_confidence": 0.8,
     }
     ind.update(indicators)
     return RegimeResult(

@@ -105,10 +105,10 @@ def test_cache_holds_latest_as_of_with_ttl(clean_db: Engine, stack_settings: Set
     r = redis.Redis.from_url(stack_settings.require("redis_url"))
     r.delete(REGIME_CURRENT_KEY)
     persist_regime(clean_db, regime(date(2022, 6, 1), "bear"))
-    refresh_cache(clean_db, stack_settings)
+    refresh_cache(clean_db, stack_settings, "rules-v1")
     # An older as-of stored later does not replace what is current.
     persist_regime(clean_db, regime(date(2022, 5, 1), "bull"))
-    refresh_cache(clean_db, stack_settings)
+    refresh_cache(clean_db, stack_settings, "rules-v1")
     cur = read_current_regime(r)
     assert cur is not None and (cur.as_of, cur.regime) == (date(2022, 6, 1), "bear")
     ttl = r.ttl(REGIME_CURRENT_KEY)

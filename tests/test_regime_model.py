@@ -115,3 +115,17 @@ def test_future_shock_does_not_leak(md: MarketData) -> None:
     assert not np.array_equal(
         classify_frame(md.market).loc[d:, "regime"], classify_frame(market).loc[d:, "regime"]
     )
+
+
+def test_hmm_survives_returns_far_outside_both_states() -> None:
+    """A crash far beyond either state's scale used to underflow both densities to 0 and turn
+    the EM into NaN; the filtered probability must stay a probability."""
+    from bloasis.regime.hmm import HmmConfig, filtered_high_vol
+
+    rng = np.random.default_rng(3)
+    r = rng.normal(0.0004, 0.01, 800)
+    r[700] = -4.6  # a 99% fall in one session
+    p = filtered_high_vol(r, HmmConfig(min_history=300, refit_every=100))
+    fitted = p[299:]
+    assert np.isfinite(fitted).all() and ((fitted >= 0) & (fitted <= 1)).all()
+    assert p[700] > 0.99

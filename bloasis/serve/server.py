@@ -44,6 +44,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from bloasis.config import Settings
 from bloasis.pb import market_regime_pb2 as mr_pb
 from bloasis.publish.cache import make_redis, read_current_regime
+from bloasis.regime.model import resolve_model
 from bloasis.regime.types import RegimeResult
 from bloasis.serve.snapshot import Snapshot, StoreRefresher
 from bloasis.store.db import engine_for
@@ -332,6 +333,8 @@ class MarketRegimeServicer:
         refresher: StoreRefresher,
     ) -> None:
         self.settings = settings
+        # The version the pipeline stores under with the thresholds in this environment.
+        self.model_version = resolve_model(settings.model_version).version
         self.store = store
         self.snapshot = snapshot
         self.refresher = refresher
@@ -339,7 +342,7 @@ class MarketRegimeServicer:
     def load_current(self) -> RegimeResult | None:
         """Blocking: the regime with the latest as-of stored for this model version."""
         with self.store.engine.connect() as conn:
-            return latest_regime(conn, self.settings.model_version)
+            return latest_regime(conn, self.model_version)
 
     async def _read_current_pg(self, context: Any) -> RegimeResult | None:
         value = await self.store.call(self.load_current, context, "reading the current regime")
@@ -351,7 +354,7 @@ class MarketRegimeServicer:
 
     async def _read_current_redis(self) -> RegimeResult | None:
         value = await self.store.redis_call(read_current_regime, "reading the current regime")
-        if value is not None and value.model_version != self.settings.model_version:
+        if value is not None and value.model_version != self.model_version:
             return None  # written by another model version: not what this server serves
         return value
 
@@ -365,7 +368,7 @@ class MarketRegimeServicer:
     def _not_found(self) -> RequestError:
         return RequestError(
             grpc.StatusCode.NOT_FOUND,
-            f"no regime stored yet for model {self.settings.model_version}; run the pipeline",
+            f"no regime stored yet for model {self.model_version}; run the pipeline",
         )
 
     async def GetCurrentRegime(
@@ -388,7 +391,7 @@ class MarketRegimeServicer:
         with self.store.engine.connect() as conn:
             end = q.end
             if end is None:
-                latest = latest_regime(conn, self.settings.model_version)
+                latest = latest_regime(conn, self.model_version)
                 if latest is None:
                     return None, []
                 end = latest.as_of
@@ -401,7 +404,7 @@ class MarketRegimeServicer:
                 check_span(start, end, max_days)
             rows = regime_history(
                 conn,
-                self.settings.model_version,
+                self.model_version,
                 start,
                 end,
                 after=q.after,
