@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from datetime import date
 from pathlib import Path
 
@@ -57,8 +58,6 @@ def test_pipeline_flow_end_to_end(
     cached = read_current_regime(r)
     assert cached is not None and cached.as_of == date(2022, 12, 28)
     assert cached.regime == first["regime"] and 0 < r.ttl(REGIME_CURRENT_KEY) <= 21600
-
-    import uuid
 
     with clean_db.connect() as conn:
         run = runs.get_run(conn, uuid.UUID(first["run_id"]))
@@ -156,3 +155,41 @@ def test_cli_run_json_prints_one_object(
     # 2008-08-30..2008-09-26: 19 sessions (Labor Day closed)
     assert out["history_inserted"] == 19 and len(out["run_id"]) == 36
     assert _count(clean_db, RegimeRow) == 20
+
+
+def test_backfill_flow_artifacts_and_report(
+    prefect_harness: None,
+    clean_db: Engine,
+    stack_state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BLOASIS_STATE_DIR", str(stack_state_dir))
+    from prefect.client.orchestration import get_client
+
+    from flows.backfill import regime_backfill
+
+    out = regime_backfill(start=date(2020, 1, 2), end=date(2020, 6, 30), chunk_size=40)
+    assert out["sessions"] == 125 == out["inserted"] == len(out["days"])
+    assert out["events_queued"] > 0 and out["relay"].startswith("published")
+    windows = {w["peak"]: w for w in out["validation"]["windows"]}
+    assert windows["2020-02-19"]["stress_share"] >= 0.7
+    assert out["days"][0] == {
+        "as_of": "2020-01-02",
+        "regime": out["days"][0]["regime"],
+        "confidence": out["days"][0]["confidence"],
+        "risk_level": out["days"][0]["risk_level"],
+    }
+    with clean_db.connect() as conn:
+        run = runs.get_run(conn, uuid.UUID(out["run_id"]))
+    assert run is not None and run["status"] == "completed"
+    assert run["result"]["validation"]["sessions"] == 125  # the report is stored with the run
+
+    async def artifacts() -> dict[str, object]:
+        async with get_client() as client:
+            return {a.key: a.data for a in await client.read_artifacts() if a.key}
+
+    arts = asyncio.run(artifacts())
+    assert arts["backfill-progress"] == 100.0
+    assert "Bear market (peak -> trough)" in str(arts["backfill-validation"])
+    again = regime_backfill(start=date(2020, 1, 2), end=date(2020, 6, 30))
+    assert (again["inserted"], again["existing"], again["events_queued"]) == (0, 125, 0)

@@ -129,3 +129,18 @@ def test_hmm_survives_returns_far_outside_both_states() -> None:
     fitted = p[299:]
     assert np.isfinite(fitted).all() and ((fitted >= 0) & (fitted <= 1)).all()
     assert p[700] > 0.99
+
+
+@pytest.mark.parametrize("d", [date(1990, 6, 21), date(1990, 6, 22), date(1990, 6, 28)])
+def test_first_classifiable_sessions(md: MarketData, d: date) -> None:
+    """The first sessions with a 200-day average (fewer than 5 classified rows before them)
+    used to crash the volatility-spike comparison."""
+    r = classify_as_of(
+        md.market, d, trigger="manual", run_id=RUN, model_version="t", computed_at=NOW
+    )
+    assert r.as_of == d and r.trigger == "manual"
+    with pytest.raises(ValueError, match="fewer than"):
+        classify_as_of(
+            md.market, date(1990, 6, 20), trigger="manual", run_id=RUN, model_version="t",
+            computed_at=NOW,
+        )  # fmt: skip

@@ -122,6 +122,10 @@ def model_version_for(base: str, params: RegimeParams) -> str:
     return f"{base}+{hashlib.sha256(blob).hexdigest()[:8]}"
 
 
+class RegimeInputError(ValueError):
+    """The data cannot give a regime for the requested date."""
+
+
 @dataclass(frozen=True)
 class RegimeModel:
     """The thresholds in force and the model version results are stored under."""
@@ -224,10 +228,10 @@ def classify_frame(market: pd.DataFrame, params: RegimeParams = DEFAULT_PARAMS) 
         np.where((labels == _BEAR) | (vol > p.medium_risk_vol), "medium", "low"),
     )
     ret = close.pct_change().to_numpy()[sl]
+    vol_5 = np.full_like(vol, np.nan)
+    vol_5[5:] = vol[:-5]
     with np.errstate(invalid="ignore", divide="ignore"):
-        spike = (vol / np.r_[np.full(5, np.nan), vol[:-5]] >= p.vix_spike_ratio) & (
-            vol >= p.vix_spike_min
-        )
+        spike = (vol / vol_5 >= p.vix_spike_ratio) & (vol >= p.vix_spike_min)
     trigger = np.where(
         ret <= p.circuit_breaker_drop, "circuit_breaker", np.where(spike, "vix_spike", "")
     )
@@ -388,12 +392,15 @@ def classify_as_of(
     cut = market.loc[: pd.Timestamp(as_of)]
     if cut.empty or cut.index[-1] != pd.Timestamp(as_of):
         last = cut.index[-1].date() if not cut.empty else None
-        raise ValueError(
+        raise RegimeInputError(
             f"as_of {as_of} is not a session in the data (last session before: {last})"
         )
     frame = classify_frame(cut, params)
     if frame.empty:
-        raise ValueError(f"as_of {as_of}: fewer than {params.sma_window} sessions of index history")
+        raise RegimeInputError(
+            f"as_of {as_of}: fewer than {params.sma_min_periods} sessions of index history"
+            " (the 200-day average cannot be formed yet)"
+        )
     (result,) = results_from_frame(
         frame.iloc[-1:],
         trigger=trigger,
