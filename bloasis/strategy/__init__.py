@@ -1,0 +1,1 @@
+"""Tier 2 (sector analysis) and Tier 3 (per-profile and per-user strategies)."""
