@@ -46,6 +46,19 @@ class Settings(BaseSettings):
     )
     history_page_size: int = Field(default=1000, gt=0, le=10000)
     model_version: str = Field(default="regime-v2", min_length=1, max_length=64)
+    universe: str = Field(
+        default="embedded",
+        description="embedded (the real dataset) or synthetic:N[:seed[:years]] for scale",
+    )
+    demo_user: str = Field(default="test", max_length=128, description="seeded by stack up")
+    task_runner: str = Field(
+        default="thread", pattern="^(thread|dask)$", description="fan-out of user strategies"
+    )
+    dask_address: str | None = Field(
+        default=None, description="tcp://scheduler:8786; unset with task_runner=dask: LocalCluster"
+    )
+    user_chunk_size: int = Field(default=10000, gt=0, le=1_000_000)
+    top_n: int = Field(default=15, gt=0, le=100, description="picks per strategy")
     relay_batch_size: int = Field(default=500, gt=0, le=100000)
     log_level: str = Field(default="INFO")
 
@@ -87,6 +100,12 @@ class Settings(BaseSettings):
             raise ValueError("expected host:port, e.g. 127.0.0.1:50051")
         return v
 
+    @field_validator("universe")
+    @classmethod
+    def _universe(cls, v: str) -> str:
+        parse_universe(v)
+        return v
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, v: str) -> str:
@@ -103,6 +122,21 @@ class Settings(BaseSettings):
                 f"`source {self.state_dir}/env`) or point it at a server"
             )
         return str(value)
+
+
+def parse_universe(spec: str) -> tuple[str, int, int, int]:
+    """("embedded", 0, 0, 0) or ("synthetic", n_symbols, seed, years)."""
+    if spec == "embedded":
+        return ("embedded", 0, 0, 0)
+    kind, _, rest = spec.partition(":")
+    parts = rest.split(":") if rest else []
+    if kind != "synthetic" or not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+        raise ValueError("expected embedded or synthetic:N[:seed[:years]], e.g. synthetic:500:7")
+    n, seed, years = (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0,
+                      int(parts[2]) if len(parts) > 2 else 10)  # fmt: skip
+    if not (1 <= n <= 100_000 and 1 <= years <= 50):
+        raise ValueError("synthetic universes take 1..100000 symbols and 1..50 years")
+    return ("synthetic", n, seed, years)
 
 
 def _read_env_file(path: Path) -> dict[str, str]:

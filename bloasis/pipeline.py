@@ -36,10 +36,14 @@ class PipelineError(RuntimeError):
     pass
 
 
-def load_market_data(end: date | None = None) -> MarketData:
-    from bloasis.marketdata import default_source
+def load_market_data(end: date | None = None, universe: str = "embedded") -> MarketData:
+    """The embedded real dataset, or a seeded synthetic universe (`synthetic:N[:seed[:years]]`)."""
+    from bloasis.config import parse_universe
+    from bloasis.marketdata import SyntheticSource, default_source
 
-    return default_source().load(end=end)
+    kind, n, seed, years = parse_universe(universe)
+    source = default_source() if kind == "embedded" else SyntheticSource(n, years, seed)
+    return source.load(end=end)
 
 
 def resolve_as_of(md: MarketData, as_of: date | None) -> date:

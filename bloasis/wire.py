@@ -14,8 +14,15 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from bloasis.pb import common_pb2
+from bloasis.pb import classification_pb2, common_pb2, strategy_pb2
 from bloasis.regime.types import RegimeResult
+from bloasis.strategy.types import (
+    Pick,
+    SectorAnalysis,
+    Signal,
+    Strategy,
+    UserPreferences,
+)
 
 _OPTIONAL_FLOATS = ("yield_curve", "credit_spread", "high_vol_prob")
 
@@ -81,3 +88,105 @@ def regime_to_json(r: RegimeResult) -> str:
 
 def regime_from_json(text: str | bytes) -> RegimeResult:
     return regime_from_pb(json_format.Parse(text, common_pb2.MarketRegime()))
+
+
+# --- tier 2 / tier 3 -------------------------------------------------------------------------
+def sector_analysis_to_pb(
+    a: SectorAnalysis, *, run_id: uuid.UUID, model_version: str, computed_at: datetime
+) -> classification_pb2.SectorAnalysis:
+    return classification_pb2.SectorAnalysis(
+        as_of=a.as_of.isoformat(),
+        regime=a.regime,
+        sectors=[
+            classification_pb2.SectorScore(
+                sector=s.sector,
+                score=s.score,
+                tilt=s.tilt,
+                strength=s.strength,
+                members=s.members,
+                rank=s.rank,
+                selected=s.selected,
+            )
+            for s in a.scores
+        ],
+        candidates=list(a.candidates),
+        run_id=str(run_id),
+        model_version=model_version,
+        computed_at=ts(computed_at),
+    )
+
+
+def pick_to_pb(p: Pick) -> strategy_pb2.Pick:
+    return strategy_pb2.Pick(
+        symbol=p.symbol,
+        sector=p.sector,
+        rank=p.rank,
+        final_score=p.final_score,
+        factor_scores=p.factor_scores,
+        rationale=p.rationale,
+    )
+
+
+def signal_to_pb(s: Signal) -> strategy_pb2.Signal:
+    return strategy_pb2.Signal(
+        symbol=s.symbol,
+        sector=s.sector,
+        action=s.action,
+        weight=str(s.weight),
+        entry_price=str(s.entry_price),
+        stop_loss=str(s.stop_loss),
+        profit_tiers=[
+            strategy_pb2.ProfitTier(level=str(t.level), size_pct=str(t.size_pct))
+            for t in s.profit_tiers
+        ],
+        trailing_stop_pct=str(s.trailing_stop_pct),
+    )
+
+
+def strategy_to_pb(
+    s: Strategy,
+    *,
+    run_id: uuid.UUID,
+    model_version: str,
+    computed_at: datetime,
+    profile_strategy_id: str = "",
+    compact: bool = False,
+) -> strategy_pb2.Strategy:
+    """`compact` (user strategies in Redis and Kafka): no picks, signals without price levels."""
+    signals = [
+        strategy_pb2.Signal(symbol=x.symbol, sector=x.sector, action=x.action, weight=str(x.weight))
+        if compact
+        else signal_to_pb(x)
+        for x in s.signals
+    ]
+    return strategy_pb2.Strategy(
+        strategy_id=s.strategy_id,
+        as_of=s.as_of.isoformat(),
+        risk_profile=s.risk_profile,
+        user_id=s.user_id or "",
+        picks=[] if compact else [pick_to_pb(p) for p in s.picks],
+        signals=signals,
+        cash_weight=str(s.cash_weight),
+        rationale=s.rationale,
+        run_id=str(run_id),
+        model_version=model_version,
+        computed_at=ts(computed_at),
+        profile_strategy_id=profile_strategy_id,
+        regime=s.regime,
+        risk_level=s.risk_level,
+    )
+
+
+def preferences_to_pb(
+    p: UserPreferences, *, updated_at: datetime | None = None
+) -> strategy_pb2.UserPreferences:
+    out = strategy_pb2.UserPreferences(
+        user_id=p.user_id,
+        risk_profile=p.risk_profile,
+        preferred_sectors=list(p.preferred_sectors),
+        excluded_sectors=list(p.excluded_sectors),
+        max_single_position=str(p.max_single_position),
+    )
+    if updated_at is not None:
+        out.updated_at.CopyFrom(ts(updated_at))
+    return out

@@ -24,6 +24,7 @@ import pytest  # noqa: E402
 from sqlalchemy import Engine, text  # noqa: E402
 
 from bloasis.config import Settings  # noqa: E402
+from bloasis.store.models import Base  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +59,8 @@ def engine(stack_settings: Settings) -> Engine:
 
 def truncate_all(engine: Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE regimes, outbox, pipeline_runs RESTART IDENTITY CASCADE"))
+        tables = ", ".join(Base.metadata.tables)
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
 @pytest.fixture

@@ -2,9 +2,11 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from bloasis.pb import common_pb2 as _common_pb2
+from bloasis.pb import strategy_pb2 as _strategy_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -44,3 +46,31 @@ class MarketAlertEvent(_message.Message):
     as_of: str
     regime: _common_pb2.MarketRegime
     def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., severity: _Optional[str] = ..., alert_type: _Optional[str] = ..., message: _Optional[str] = ..., as_of: _Optional[str] = ..., regime: _Optional[_Union[_common_pb2.MarketRegime, _Mapping]] = ...) -> None: ...
+
+class StrategySignalEvent(_message.Message):
+    __slots__ = ("event_id", "event_type", "occurred_at", "strategy_id", "as_of", "risk_profile", "user_id", "regime", "risk_level", "signals", "cash_weight", "profile_strategy_id")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
+    RISK_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    REGIME_FIELD_NUMBER: _ClassVar[int]
+    RISK_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    SIGNALS_FIELD_NUMBER: _ClassVar[int]
+    CASH_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    event_type: str
+    occurred_at: _timestamp_pb2.Timestamp
+    strategy_id: str
+    as_of: str
+    risk_profile: str
+    user_id: str
+    regime: str
+    risk_level: str
+    signals: _containers.RepeatedCompositeFieldContainer[_strategy_pb2.Signal]
+    cash_weight: str
+    profile_strategy_id: str
+    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., strategy_id: _Optional[str] = ..., as_of: _Optional[str] = ..., risk_profile: _Optional[str] = ..., user_id: _Optional[str] = ..., regime: _Optional[str] = ..., risk_level: _Optional[str] = ..., signals: _Optional[_Iterable[_Union[_strategy_pb2.Signal, _Mapping]]] = ..., cash_weight: _Optional[str] = ..., profile_strategy_id: _Optional[str] = ...) -> None: ...

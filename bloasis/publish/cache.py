@@ -36,3 +36,15 @@ def write_current_regime(client: redis.Redis, result: RegimeResult, ttl: int) ->
 def read_current_regime(client: redis.Redis) -> RegimeResult | None:
     raw = client.get(REGIME_CURRENT_KEY)
     return regime_from_json(raw) if isinstance(raw, bytes | str) and raw else None
+
+
+def sectors_key(regime: str) -> str:
+    return f"sectors:{regime}:analysis"
+
+
+def strategy_key(profile: str) -> str:
+    return f"strategy:{profile}:current"
+
+
+def user_key(user_id: str) -> str:
+    return f"user:{user_id}:strategy"

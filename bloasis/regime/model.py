@@ -134,11 +134,13 @@ class RegimeModel:
     version: str
 
 
-def resolve_model(base_version: str) -> RegimeModel:
+def resolve_model(base_version: str, universe: str = "embedded") -> RegimeModel:
     """Thresholds from the environment and the version derived from them (one place, used by
-    the pipeline and the server alike)."""
+    the pipeline and the server alike). Results on another universe than the embedded data
+    live under their own version (`...@synthetic:500:7`), never mixed with real ones."""
     params = load_params()
-    return RegimeModel(params, model_version_for(base_version, params))
+    version = model_version_for(base_version, params)
+    return RegimeModel(params, version if universe == "embedded" else f"{version}@{universe}")
 
 
 def _sessions_since(flag: np.ndarray) -> np.ndarray:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     Double,
     ForeignKey,
     Index,
     Integer,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -91,3 +94,126 @@ class OutboxRow(Base):
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class SectorAnalysisRow(Base):
+    """Tier 2 per as-of: the candidates; its 11 sector scores are in sector_scores."""
+
+    __tablename__ = "sector_analyses"
+    __table_args__ = (UniqueConstraint("model_version", "as_of", name="uq_sector_analyses"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    as_of: Mapped[date] = mapped_column(Date)
+    model_version: Mapped[str] = mapped_column(String(128))
+    regime: Mapped[str] = mapped_column(String(16))
+    regime_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("regimes.id"))
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("pipeline_runs.id"))
+    candidates: Mapped[list[str]] = mapped_column(JSONB)
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SectorScoreRow(Base):
+    __tablename__ = "sector_scores"
+
+    analysis_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("sector_analyses.id", ondelete="CASCADE"), primary_key=True
+    )
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    score: Mapped[float] = mapped_column(Double)
+    tilt: Mapped[float] = mapped_column(Double)
+    strength: Mapped[float] = mapped_column(Double)
+    members: Mapped[int] = mapped_column(Integer)
+    rank: Mapped[int] = mapped_column(Integer)
+    selected: Mapped[bool] = mapped_column(Boolean)
+
+
+class StrategyRow(Base):
+    """A risk profile's strategy per as-of; `book` keeps the ranked candidates beyond the top N
+    with their price levels, which user strategies derive from."""
+
+    __tablename__ = "strategies"
+    __table_args__ = (
+        UniqueConstraint("model_version", "as_of", "risk_profile", name="uq_strategies"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    strategy_id: Mapped[str] = mapped_column(String(200), unique=True)
+    as_of: Mapped[date] = mapped_column(Date)
+    model_version: Mapped[str] = mapped_column(String(128))
+    risk_profile: Mapped[str] = mapped_column(String(16))
+    regime: Mapped[str] = mapped_column(String(16))
+    risk_level: Mapped[str] = mapped_column(String(8))
+    regime_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("regimes.id"))
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("pipeline_runs.id"))
+    cash_weight: Mapped[Decimal] = mapped_column(Numeric(10, 4))
+    rationale: Mapped[str] = mapped_column(Text)
+    book: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PickRow(Base):
+    __tablename__ = "picks"
+
+    strategy_pk: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("strategies.id", ondelete="CASCADE"), primary_key=True
+    )
+    symbol: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64))
+    rank: Mapped[int] = mapped_column(Integer)
+    final_score: Mapped[float] = mapped_column(Double)
+    factor_scores: Mapped[dict[str, float]] = mapped_column(JSONB)
+    rationale: Mapped[str] = mapped_column(Text)
+
+
+class SignalRow(Base):
+    __tablename__ = "signals"
+
+    strategy_pk: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("strategies.id", ondelete="CASCADE"), primary_key=True
+    )
+    symbol: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(8))
+    weight: Mapped[Decimal] = mapped_column(Numeric(10, 4))
+    entry_price: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    stop_loss: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    profit_tiers: Mapped[list[dict[str, str]]] = mapped_column(JSONB)
+    trailing_stop_pct: Mapped[Decimal] = mapped_column(Numeric(10, 4))
+
+
+class UserPreferencesRow(Base):
+    __tablename__ = "user_preferences"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    risk_profile: Mapped[str] = mapped_column(String(16))
+    preferred_sectors: Mapped[list[str]] = mapped_column(JSONB)
+    excluded_sectors: Mapped[list[str]] = mapped_column(JSONB)
+    max_single_position: Mapped[Decimal] = mapped_column(Numeric(6, 4))
+    # Bumped by every update: a user strategy computed from older preferences is recomputed.
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
+
+
+class UserStrategyRow(Base):
+    """A user's strategy, compact: their positions (symbol, sector, action, weight); the price
+    levels are those of the profile strategy it derives from."""
+
+    __tablename__ = "user_strategies"
+    __table_args__ = (
+        UniqueConstraint("model_version", "as_of", "user_id", name="uq_user_strategies"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("user_preferences.user_id", ondelete="CASCADE")
+    )
+    as_of: Mapped[date] = mapped_column(Date)
+    model_version: Mapped[str] = mapped_column(String(128))
+    profile_strategy_id: Mapped[str] = mapped_column(String(200))
+    preferences_version: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("pipeline_runs.id"))
+    positions: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    cash_weight: Mapped[Decimal] = mapped_column(Numeric(10, 4))
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

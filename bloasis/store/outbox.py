@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -101,3 +102,26 @@ def backlog(conn: Connection) -> int:
 def notify_results(conn: Connection, payload: str) -> None:
     """Delivered to listeners only when the caller's transaction commits."""
     conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": RESULTS_CHANNEL, "p": payload})
+
+
+def copy_enqueue(conn: Connection, events: Sequence[OutboxEvent]) -> int:
+    """`enqueue` for many events (a whole user batch): COPY into a staging table, then insert
+    the ids not present yet. Same transaction and dedup semantics, far fewer round trips."""
+    if not events:
+        return 0
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur:
+        cur.execute(
+            "CREATE TEMP TABLE stage_outbox (event_id text, topic text, key text, "
+            "headers jsonb, payload text) ON COMMIT DROP"
+        )
+        with cur.copy("COPY stage_outbox FROM STDIN") as copy:
+            for e in events:
+                copy.write_row((e.event_id, e.topic, e.key, json.dumps(e.headers), e.payload))
+        cur.execute(
+            "INSERT INTO outbox (event_id, topic, key, headers, payload) "
+            "SELECT event_id, topic, key, headers, payload FROM stage_outbox "
+            "ON CONFLICT (event_id) DO NOTHING"
+        )
+        return int(cur.rowcount)

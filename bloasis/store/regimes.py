@@ -97,3 +97,10 @@ def regime_history(
         q = q.where(_T.c.as_of > after)
     rows = conn.execute(q.order_by(_T.c.as_of).limit(limit)).all()
     return [_from_row(r) for r in rows]
+
+
+def regime_id_at(conn: Connection, model_version: str, as_of: date) -> int | None:
+    """The row id strategies reference as the regime they were computed from."""
+    return conn.execute(
+        select(_T.c.id).where(_T.c.model_version == model_version, _T.c.as_of == as_of)
+    ).scalar()
