@@ -50,8 +50,10 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
     state_dir = default_state_dir()
     if args.action == "up":
-        env = stack.up(state_dir, progress=lambda m: print(m, file=sys.stderr))
-        _migrate(Settings(database_url=env.get("BLOASIS_DATABASE_URL")))
+        stack.up(state_dir, progress=lambda m: print(m, file=sys.stderr))
+        settings = load_settings()
+        _migrate(settings)
+        _ensure_demo_user(settings)
         print(f"stack up; `source {state_dir}/env` to use it from a shell")
         print(stack.format_status(stack.status(state_dir)))
     elif args.action == "down":
@@ -66,6 +68,18 @@ def cmd_stack(args: argparse.Namespace) -> int:
         stack.start_service(args.service, state_dir)
         print(f"started {args.service}")
     return 0
+
+
+def _ensure_demo_user(settings: Settings) -> None:
+    """The embedded setup has a user to try GetStrategy with (BLOASIS_DEMO_USER, "" for none)."""
+    if not settings.demo_user:
+        return
+    from bloasis.store.db import get_engine
+    from bloasis.strategy.types import UserPreferences
+    from bloasis.users import ensure_user
+
+    if ensure_user(get_engine(settings), UserPreferences(settings.demo_user, "moderate")):
+        print(f"created demo user {settings.demo_user!r} (moderate profile)", file=sys.stderr)
 
 
 def _migrate(settings: Settings) -> None:
@@ -87,7 +101,14 @@ def cmd_db(args: argparse.Namespace) -> int:
 # --- run / relay -----------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    if args.as_of is not None:
+    if args.universe is not None:
+        from bloasis.config import parse_universe
+
+        try:
+            parse_universe(args.universe)
+        except ValueError as exc:
+            raise CliError(f"--universe {args.universe}: {exc}") from None
+    if args.as_of is not None and args.universe in (None, "embedded"):
         from bloasis import pipeline
 
         # Fail fast on a non-session date, before paying for Prefect's start-up.
@@ -103,6 +124,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         trigger=args.trigger,
         relay=not args.no_relay,
         history_days=args.history_days,
+        strategies=not args.regime_only,
+        users=args.users,
+        universe=args.universe,
     )
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
@@ -112,6 +136,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"  risk {summary['risk_level']}  trigger {summary['trigger']}"
         )
         print(summary["reasoning"])
+        if "strategies" in summary:
+            print(
+                f"sectors {', '.join(summary['sectors_selected'])}; strategies "
+                f"{', '.join(summary['strategies'].values())}; {summary['users']} users "
+                f"({summary['user_strategies_written']} written)"
+            )
         print(f"run {summary['run_id']}: cache {summary['cache']}; relay {summary['relay']}")
     return 0
 
@@ -162,6 +192,56 @@ def _report_fields(d: dict[str, Any]) -> dict[str, Any]:
     from bloasis.regime.validation import WindowScore
 
     return d | {"windows": [WindowScore(**w) for w in d["windows"]]}
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from decimal import Decimal, InvalidOperation
+
+    from bloasis import users
+    from bloasis.store import strategies as store
+    from bloasis.store.db import get_engine
+    from bloasis.strategy.types import UserPreferences
+    from bloasis.strategy.users import validate_preferences
+
+    settings = load_settings()
+    engine = get_engine(settings)
+    if args.action == "add":
+        try:
+            cap = Decimal(args.max_position)
+        except InvalidOperation:
+            raise CliError(
+                f"--max-position: expected a decimal, got {args.max_position!r}"
+            ) from None
+        prefs = UserPreferences(
+            user_id=args.user_id,
+            risk_profile=args.profile,
+            preferred_sectors=tuple(args.prefer or ()),
+            excluded_sectors=tuple(args.exclude or ()),
+            max_single_position=cap,
+        )
+        problems = validate_preferences(prefs)
+        if problems:
+            raise CliError("invalid preferences: " + "; ".join(problems))
+        with engine.begin() as conn:
+            stored = store.upsert_preferences(conn, prefs)
+        print(f"user {args.user_id}: version {stored.version}; recomputed by the next run")
+    elif args.action == "list":
+        with engine.connect() as conn:
+            rows = store.list_preferences(conn)
+        for r in rows[: args.limit]:
+            p = r.prefs
+            print(
+                f"{p.user_id}\t{p.risk_profile}\tmax {p.max_single_position}\t"
+                f"prefer {','.join(p.preferred_sectors) or '-'}\t"
+                f"exclude {','.join(p.excluded_sectors) or '-'}\tv{r.version}"
+            )
+        print(f"{len(rows)} users")
+    elif args.action == "seed":
+        created = users.seed_population(
+            engine, users.random_population(args.count, seed=args.seed, prefix=args.prefix)
+        )
+        print(f"created {created} users ({args.count - created} existed)")
+    return 0
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
@@ -322,6 +402,28 @@ def cmd_get(args: argparse.Namespace) -> int:
         # No dates: the server's default, the year up to the current as-of.
         hist = client.get_history(address, args.start, args.end)
         print(json.dumps(hist, indent=2) if args.json else client.format_history(hist))
+    elif args.what == "strategy":
+        if bool(args.user) == bool(args.profile):
+            raise CliError(
+                "give exactly one of --user ID or --profile conservative|moderate|aggressive"
+            )
+        strat = client.get_strategy(
+            address,
+            user_id=args.user,
+            risk_profile=args.profile,
+            as_of=args.as_of,
+            symbols=tuple(args.symbol or ()),
+        )
+        print(
+            json.dumps(strat, indent=2, sort_keys=True)
+            if args.json
+            else client.format_strategy(strat)
+        )
+    elif args.what == "sectors":
+        sec = client.get_sectors(address, as_of=args.as_of)
+        print(
+            json.dumps(sec, indent=2, sort_keys=True) if args.json else client.format_sectors(sec)
+        )
     elif args.what == "watch":
         for update in client.watch(address):
             if args.json:
@@ -361,6 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="first store missing sessions of this many days before the as-of date",
     )
     r.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    r.add_argument("--regime-only", action="store_true", help="skip sectors and strategies")
+    r.add_argument("--users", nargs="+", default=None, help="recompute only these users now")
+    r.add_argument(
+        "--universe", default=None, help="embedded (default) or synthetic:N[:seed[:years]]"
+    )
     r.set_defaults(func=cmd_run)
 
     b = sub.add_parser("backfill", help="regime for every session in a range, with validation")
@@ -370,6 +477,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print the per-day results as JSON")
     b.add_argument("--chunk-size", type=int, default=1000, help="sessions per transaction")
     b.set_defaults(func=cmd_backfill)
+
+    u = sub.add_parser("users", help="user preferences")
+    us = u.add_subparsers(dest="action", required=True)
+    ua = us.add_parser("add", help="create or update a user's preferences")
+    ua.add_argument("user_id")
+    ua.add_argument("--profile", default="moderate")
+    ua.add_argument("--prefer", action="append", help="preferred GICS sector (repeatable)")
+    ua.add_argument("--exclude", action="append", help="excluded GICS sector (repeatable)")
+    ua.add_argument("--max-position", default="0.10", help="largest single position, (0, 1]")
+    ul = us.add_parser("list", help="list users")
+    ul.add_argument("--limit", type=int, default=50)
+    use = us.add_parser("seed", help="create a seeded random population (scale runs)")
+    use.add_argument("count", type=int)
+    use.add_argument("--seed", type=int, default=0)
+    use.add_argument("--prefix", default="u")
+    u.set_defaults(func=cmd_users)
 
     rl = sub.add_parser("relay", help="publish pending outbox events to Kafka")
     rl.add_argument("--once", action="store_true", help="publish what is pending and exit")
@@ -394,7 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_stop)
 
     g = sub.add_parser("get", help="read over gRPC")
-    g.add_argument("what", choices=("regime", "history", "watch"))
+    g.add_argument("what", choices=("regime", "history", "watch", "strategy", "sectors"))
+    g.add_argument("--profile", choices=("conservative", "moderate", "aggressive"), default=None)
+    g.add_argument("--user", default=None, help="user id (strategy)")
+    g.add_argument("--as-of", type=_iso_date, default=None, help="default: the latest stored")
+    g.add_argument("--symbol", action="append", help="only this symbol (repeatable)")
     g.add_argument("--address", default=None)
     g.add_argument("--start", type=_iso_date, default=None)
     g.add_argument("--end", type=_iso_date, default=None)

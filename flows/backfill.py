@@ -81,11 +81,11 @@ def regime_backfill(
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     logger = get_run_logger()
     settings = load_settings()
-    model = resolve_model(settings.model_version)
+    model = resolve_model(settings.model_version, settings.universe)
     engine = get_engine(settings)
     run_id = uuid.UUID(str(flow_run.id)) if flow_run.id else uuid.uuid4()
     t0 = time.perf_counter()
-    md = load_market_data(end)
+    md = load_market_data(end, settings.universe)
     pipeline.begin_run(
         engine,
         run_id=run_id,

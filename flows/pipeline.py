@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -12,13 +12,22 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
-from bloasis import pipeline
-from bloasis.config import load_settings
+from bloasis import pipeline, strategy_run
+from bloasis.config import load_settings, parse_universe
 from bloasis.regime.model import resolve_model
 from bloasis.regime.types import TRIGGERS, RegimeResult
 from bloasis.store.db import get_engine
-from tasks.publish import refresh_cache, relay_outbox
+from tasks.publish import relay_outbox
 from tasks.regime import compute_regime, load_market_data, persist_regime, warm_up_history
+from tasks.strategy import (
+    derive_users,
+    load_users,
+    picks_artifacts,
+    publish_run,
+    sectors_and_profiles,
+    store_users,
+    task_runner_for,
+)
 
 
 def _run_name() -> str:
@@ -41,29 +50,42 @@ def regime_markdown(r: RegimeResult, *, inserted: bool, events: int, previous: s
     )
 
 
-@flow(name="daily-pipeline", flow_run_name=_run_name, retries=0)
+@flow(
+    name="daily-pipeline",
+    flow_run_name=_run_name,
+    retries=0,
+    task_runner=task_runner_for(load_settings()),
+)
 def daily_pipeline(
     as_of: date | None = None,
     trigger: str = "baseline",
     relay: bool = True,
     history_days: int = 0,
+    strategies: bool = True,
+    users: list[str] | None = None,
+    universe: str | None = None,
 ) -> dict[str, Any]:
-    """Compute and publish the regime for `as_of` (default: the latest session in the data).
+    """Regime -> sectors -> profile strategies -> user strategies -> publish, for `as_of`
+    (default: the latest session in the data).
 
     `history_days` > 0 first stores any missing sessions of that many calendar days before
-    `as_of` (a fresh deployment's warm-up), so the as-of result is judged against them."""
+    `as_of` (a fresh deployment's warm-up), so the as-of result is judged against them.
+    `strategies=False` is the regime-only baseline run; `users` recomputes only those users;
+    `universe` overrides BLOASIS_UNIVERSE (e.g. synthetic:500:7)."""
     if history_days < 0:
         raise ValueError(f"history_days must be >= 0, got {history_days}")
     if trigger not in TRIGGERS:
         raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
     logger = get_run_logger()
     settings = load_settings()
-    model = resolve_model(settings.model_version)
+    universe = universe or settings.universe
+    parse_universe(universe)
+    model = resolve_model(settings.model_version, universe)
     engine = get_engine(settings)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    md = load_market_data(as_of)
+    md = load_market_data(as_of, universe)
     resolved = pipeline.resolve_as_of(md, as_of)
     timings["load_s"] = time.perf_counter() - t0
     # The Prefect flow run id is the pipeline run id: the UI and the database share one key.
@@ -77,6 +99,9 @@ def daily_pipeline(
         "trigger": trigger,
         "relay": relay,
         "history_days": history_days,
+        "strategies": strategies,
+        "users": users,
+        "universe": universe,
         "regime_params": model.params.as_dict(),
     }
     pipeline.begin_run(
@@ -117,8 +142,41 @@ def daily_pipeline(
             stored.risk_level,
             "" if outcome.inserted else " — already stored, nothing written",
         )
+        tier_info: dict[str, Any] = {}
+        users_out = None
+        if strategies:
+            t = time.perf_counter()
+            tier = sectors_and_profiles(settings, md, stored, run_id)
+            timings["tiers_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            prefs = load_users(settings, users)
+            at = datetime.now(UTC)
+            futures = [
+                derive_users.submit(tier.books, chunk, run_id, model.version, at)
+                for chunk in strategy_run.chunks_of(prefs, settings.user_chunk_size)
+            ]
+            users_out = store_users(settings, [f.result() for f in futures])
+            timings["users_s"] = time.perf_counter() - t
+            timings |= {f"users_{k}": v for k, v in users_out.timings.items()}
+            picks_artifacts(tier.books, run_id)
+            tier_info = {
+                "sectors_selected": list(tier.analysis.selected),
+                "strategies": {p: b.strategy.strategy_id for p, b in tier.books.items()},
+                "strategies_inserted": tier.strategies_inserted,
+                "users": users_out.users,
+                "user_strategies_written": users_out.written,
+                "user_events_queued": users_out.events,
+            }
+            logger.info(
+                "sectors %s; %d profile strategies stored; %d users, %d written, %d events",
+                ", ".join(tier.analysis.selected),
+                tier.strategies_inserted,
+                users_out.users,
+                users_out.written,
+                users_out.events,
+            )
         t = time.perf_counter()
-        cache_status = refresh_cache(settings, model.version)
+        cache_status = publish_run(settings, model.version, stored.as_of, strategies, users_out)
         timings["cache_s"] = time.perf_counter() - t
         relay_status = "skipped"
         if relay:
@@ -146,6 +204,7 @@ def daily_pipeline(
             "previous_regime": prev,
             "events_queued": outcome.events,
             "history_inserted": warm.inserted,
+            **tier_info,
             "cache": cache_status,
             "relay": relay_status,
         }

@@ -18,8 +18,8 @@ from tasks.common import retry_on_transient
 
 
 @task(name="load-market-data", cache_policy=NO_CACHE)
-def load_market_data(end: date | None = None) -> MarketData:
-    return pipeline.load_market_data(end)
+def load_market_data(end: date | None = None, universe: str = "embedded") -> MarketData:
+    return pipeline.load_market_data(end, universe)
 
 
 @task(name="compute-regime", cache_policy=NO_CACHE, task_run_name="compute-regime-{as_of}")

@@ -1,25 +1,35 @@
 """A small blocking client for the gRPC server (used by the CLI) and human-readable formatting.
 
-Results are proto3 JSON-like dicts of `bloasis.common.MarketRegime` (field names as in the
-.proto, Timestamps as RFC 3339 strings, optional indicators absent when unknown), plus
-`served_from`/`served_at` for `get_regime` and `previous_regime` for `watch`. Any gRPC failure
-raises `ClientError` carrying the status code name and the server's details.
+Results are proto3 JSON-like dicts (field names as in the .proto, Timestamps as RFC 3339
+strings, decimals as strings): of `bloasis.common.MarketRegime` (optional indicators absent when
+unknown), plus `served_from`/`served_at` for `get_regime` and `previous_regime` for `watch`; of
+`bloasis.strategy.StrategyResponse` (`strategy`, `regime`, `served_from`) for `get_strategy`;
+of `bloasis.classification.SectorAnalysis` for `get_sectors`; of
+`bloasis.strategy.UserPreferences` for the preferences calls. Any gRPC failure raises
+`ClientError` carrying the status code name and the server's details.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
-from typing import Any, Final
+from decimal import Decimal
+from typing import Any, Final, TypeVar
 
 import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from bloasis.pb import classification_pb2 as cl_pb
+from bloasis.pb import classification_pb2_grpc as cl_grpc
 from bloasis.pb import market_regime_pb2 as mr_pb
 from bloasis.pb import market_regime_pb2_grpc as mr_grpc
+from bloasis.pb import strategy_pb2 as st_pb
+from bloasis.pb import strategy_pb2_grpc as st_grpc
+
+R = TypeVar("R")
 
 # Mirrors the server's limits: it may send history pages up to 64 MB.
 CHANNEL_OPTIONS: Final = [
@@ -50,9 +60,18 @@ def _error(exc: grpc.RpcError) -> ClientError:
 
 
 @contextmanager
-def _stub(address: str) -> Iterator[Any]:
+def _stub(address: str, stub_class: Callable[[grpc.Channel], Any] | None = None) -> Iterator[Any]:
     with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
-        yield mr_grpc.MarketRegimeServiceStub(channel)
+        yield (stub_class or mr_grpc.MarketRegimeServiceStub)(channel)
+
+
+def _unary(address: str, stub_class: Callable[[grpc.Channel], Any], call: Callable[[Any], R]) -> R:
+    """One unary call on a fresh channel; gRPC failures become ClientError."""
+    try:
+        with _stub(address, stub_class) as stub:
+            return call(stub)
+    except grpc.RpcError as exc:
+        raise _error(exc) from None
 
 
 def message_dict(msg: Message) -> dict[str, Any]:
@@ -128,6 +147,98 @@ def watch(address: str, *, skip_current: bool = False) -> Generator[dict[str, An
             raise _error(exc) from None
         finally:
             call.cancel()
+
+
+def _date_text(as_of: date | str | None) -> str:
+    return as_of.isoformat() if isinstance(as_of, date) else (as_of or "")
+
+
+def get_strategy(
+    address: str,
+    *,
+    user_id: str | None = None,
+    risk_profile: str | None = None,
+    as_of: date | str | None = None,
+    symbols: Iterable[str] = (),
+    timeout: float = 5.0,
+) -> dict[str, Any]:
+    """A user's (expanded) or a risk profile's strategy: {strategy, regime, served_from}.
+
+    `as_of` None: the latest stored; `symbols` restricts picks and signals."""
+    req = st_pb.GetStrategyRequest(
+        user_id=user_id or "",
+        risk_profile=risk_profile or "",
+        as_of=_date_text(as_of),
+        symbols=list(symbols),
+    )
+    resp = _unary(
+        address, st_grpc.StrategyServiceStub, lambda s: s.GetStrategy(req, timeout=timeout)
+    )
+    return message_dict(resp)
+
+
+def get_sectors(
+    address: str, as_of: date | str | None = None, *, timeout: float = 5.0
+) -> dict[str, Any]:
+    """The sector analysis of `as_of` (None: the latest), with `served_from`."""
+    req = cl_pb.GetSectorAnalysisRequest(as_of=_date_text(as_of))
+    resp = _unary(
+        address,
+        cl_grpc.ClassificationServiceStub,
+        lambda s: s.GetSectorAnalysis(req, timeout=timeout),
+    )
+    return message_dict(resp)
+
+
+def get_candidates(
+    address: str,
+    as_of: date | str | None = None,
+    *,
+    sectors: Iterable[str] = (),
+    timeout: float = 5.0,
+) -> dict[str, Any]:
+    """The candidate symbols (with sectors) of the sector analysis, optionally of some sectors."""
+    req = cl_pb.GetCandidateSymbolsRequest(as_of=_date_text(as_of), sectors=list(sectors))
+    resp = _unary(
+        address,
+        cl_grpc.ClassificationServiceStub,
+        lambda s: s.GetCandidateSymbols(req, timeout=timeout),
+    )
+    return message_dict(resp)
+
+
+def get_preferences(address: str, user_id: str, *, timeout: float = 5.0) -> dict[str, Any]:
+    req = st_pb.GetPreferencesRequest(user_id=user_id)
+    resp = _unary(
+        address, st_grpc.StrategyServiceStub, lambda s: s.GetPreferences(req, timeout=timeout)
+    )
+    return message_dict(resp)
+
+
+def update_preferences(
+    address: str,
+    user_id: str,
+    *,
+    risk_profile: str = "",
+    preferred_sectors: Iterable[str] = (),
+    excluded_sectors: Iterable[str] = (),
+    max_single_position: Decimal | str | None = None,
+    timeout: float = 5.0,
+) -> dict[str, Any]:
+    """Create or replace a user's preferences (empty risk_profile / max_single_position: the
+    defaults); returns them as stored. The user's strategy is recomputed by the next run."""
+    prefs = st_pb.UserPreferences(
+        user_id=user_id,
+        risk_profile=risk_profile,
+        preferred_sectors=list(preferred_sectors),
+        excluded_sectors=list(excluded_sectors),
+        max_single_position="" if max_single_position is None else str(max_single_position),
+    )
+    req = st_pb.UpdatePreferencesRequest(preferences=prefs)
+    resp = _unary(
+        address, st_grpc.StrategyServiceStub, lambda s: s.UpdatePreferences(req, timeout=timeout)
+    )
+    return message_dict(resp)
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,4 +322,92 @@ def format_history(rows: list[dict[str, Any]], *, summary: bool | None = None) -
             f"{first}..{last} {label} ({n} {'day' if n == 1 else 'days'})"
             for first, last, label, n in spells
         ]
+    return "\n".join(lines)
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
+
+
+def _tiers(tiers: list[dict[str, Any]]) -> str:
+    return " ".join(f"{t.get('level', '?')}x{t.get('size_pct', '?')}" for t in tiers) or "-"
+
+
+def format_strategy(d: dict[str, Any]) -> str:
+    """Who, as-of, regime, then one line per signal (decimals exactly as served), and cash."""
+    s: dict[str, Any] = d.get("strategy") or {}
+    r: dict[str, Any] = d.get("regime") or {}
+    who = (
+        f"user {s['user_id']} (profile {s.get('risk_profile', '?')})"
+        if s.get("user_id")
+        else f"profile {s.get('risk_profile', '?')}"
+    )
+    regime = s.get("regime") or r.get("regime", "?")
+    lines = [
+        f"Strategy    {who}",
+        f"Id          {s.get('strategy_id', '?')}",
+        f"As of       {s.get('as_of', '?')}",
+        f"Computed    {s.get('computed_at', '?')} (model {s.get('model_version', '?')}, "
+        f"run {s.get('run_id', '?')})",
+        f"Regime      {regime} (risk {s.get('risk_level') or r.get('risk_level', '?')}"
+        + (f", confidence {_num(r['confidence'])})" if "confidence" in r else ")"),
+    ]
+    if s.get("profile_strategy_id"):
+        lines.append(f"Derived     from {s['profile_strategy_id']}")
+    if d.get("served_from"):
+        lines.append(f"Served from {d['served_from']}")
+    signals: list[dict[str, Any]] = s.get("signals") or []
+    lines.append("")
+    if signals:
+        header = ("SYMBOL", "SECTOR", "ACTION", "WEIGHT", "ENTRY", "STOP", "TIERS", "TRAILING")
+        rows = [
+            (
+                str(g.get("symbol", "?")),
+                str(g.get("sector", "")),
+                str(g.get("action", "?")),
+                str(g.get("weight", "")),
+                str(g.get("entry_price", "")),
+                str(g.get("stop_loss", "")),
+                _tiers(g.get("profit_tiers") or []),
+                str(g.get("trailing_stop_pct", "")),
+            )
+            for g in signals
+        ]
+        lines += _table(header, rows)
+    else:
+        lines.append("no signals")
+    lines += ["", f"Cash        {s.get('cash_weight', '?')}"]
+    return "\n".join(lines)
+
+
+def format_sectors(d: dict[str, Any]) -> str:
+    """As-of and regime, the 11 sectors ranked (selected ones starred), then the candidates."""
+    lines = [
+        f"Sectors     as of {d.get('as_of', '?')}, regime {d.get('regime', '?')}",
+        f"Computed    {d.get('computed_at', '?')} (model {d.get('model_version', '?')}, "
+        f"run {d.get('run_id', '?')})",
+    ]
+    if d.get("served_from"):
+        lines.append(f"Served from {d['served_from']}")
+    lines.append("")
+    header = ("RANK", "SECTOR", "SCORE", "TILT", "STRENGTH", "MEMBERS", "SELECTED")
+    rows = [
+        (
+            str(x.get("rank", "?")),
+            str(x.get("sector", "?")),
+            _num(x.get("score", 0.0), "{:.1f}"),
+            _num(x.get("tilt", 0.0), "{:.1f}"),
+            _num(x.get("strength", 0.0), "{:.1f}"),
+            str(x.get("members", 0)),
+            "*" if x.get("selected") else "",
+        )
+        for x in d.get("sectors") or []
+    ]
+    lines += _table(header, rows)
+    candidates: list[str] = d.get("candidates") or []
+    lines += ["", f"Candidates  {', '.join(candidates) if candidates else '-'}"]
     return "\n".join(lines)

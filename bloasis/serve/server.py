@@ -5,7 +5,8 @@ Reads are served from an in-process snapshot kept fresh by PostgreSQL LISTEN/NOT
 back to Redis, then PostgreSQL. `force_refresh` and history reads go to PostgreSQL. Blocking store
 calls run on a small thread pool, bounded by the RPC deadline, so the event loop stays free.
 
-Besides `bloasis.market_regime.MarketRegimeService` the server exposes `grpc.health.v1.Health`
+Besides `bloasis.market_regime.MarketRegimeService` (and the classification and strategy services
+of `bloasis.serve.strategy_service`) the server exposes `grpc.health.v1.Health`
 (SERVING while PostgreSQL answers; Redis is optional and does not count) and server reflection.
 
 Entry points: `serve(settings, ready=...)` runs until SIGTERM/SIGINT or cancellation;
@@ -333,8 +334,9 @@ class MarketRegimeServicer:
         refresher: StoreRefresher,
     ) -> None:
         self.settings = settings
-        # The version the pipeline stores under with the thresholds in this environment.
-        self.model_version = resolve_model(settings.model_version).version
+        # The version the pipeline stores under with the thresholds and universe in this
+        # environment (all services of the server serve this one version).
+        self.model_version = resolve_model(settings.model_version, settings.universe).version
         self.store = store
         self.snapshot = snapshot
         self.refresher = refresher
@@ -601,6 +603,11 @@ class RegimeServer:
         )
         self.refresher.track(self.regime_snapshot, self.market_regime.load_current)
         self.add_service(MARKET_REGIME_SERVICE, self.market_regime)
+        # Imported here: those services build on this module's helpers (a top-level import
+        # would be circular).
+        from bloasis.serve.strategy_service import install
+
+        self.classification, self.strategy = install(self)
         self.health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
             options=[

@@ -175,8 +175,8 @@ class SignalRow(Base):
     sector: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(8))
     weight: Mapped[Decimal] = mapped_column(Numeric(10, 4))
-    entry_price: Mapped[Decimal] = mapped_column(Numeric(18, 4))
-    stop_loss: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    entry_price: Mapped[Decimal] = mapped_column(Numeric)  # no fixed scale: "38.34" stays
+    stop_loss: Mapped[Decimal] = mapped_column(Numeric)
     profit_tiers: Mapped[list[dict[str, str]]] = mapped_column(JSONB)
     trailing_stop_pct: Mapped[Decimal] = mapped_column(Numeric(10, 4))
 

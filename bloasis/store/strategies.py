@@ -375,7 +375,7 @@ class UserStrategyRecord:
     profile_strategy_id: str
     preferences_version: int
     run_id: uuid.UUID
-    positions: list[dict[str, str]]  # symbol, sector, action, weight (decimal string)
+    positions: list[dict[str, Any]]  # symbol, sector, action, weight (decimal str), rank, score
     cash_weight: Decimal
     computed_at: datetime
 
@@ -443,3 +443,15 @@ def get_user_strategy(
         row.cash_weight,
         row.computed_at,
     )
+
+
+def user_provenance(
+    conn: Connection, model_version: str, as_of: date
+) -> dict[str, tuple[uuid.UUID, datetime]]:
+    """user id -> (run id, computed at) of every user strategy stored for an as-of date."""
+    rows = conn.execute(
+        select(_US.c.user_id, _US.c.run_id, _US.c.computed_at).where(
+            _US.c.model_version == model_version, _US.c.as_of == as_of
+        )
+    )
+    return {r.user_id: (r.run_id, r.computed_at) for r in rows}

@@ -1,0 +1,275 @@
+"""The pipeline's tier 2 and tier 3 steps as plain functions (tasks/ wraps them).
+
+sectors -> three profile books and strategies -> every user's strategy (derived in chunks,
+which the flow fans out) -> one Redis MULTI/EXEC with all of the run's keys.
+Each step is idempotent on its natural keys; events go to the outbox in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import redis
+from sqlalchemy import Engine
+
+from bloasis.config import Settings
+from bloasis.marketdata import MarketData
+from bloasis.pipeline import PipelineError
+from bloasis.publish.cache import (
+    REGIME_CURRENT_KEY,
+    make_redis,
+    sectors_key,
+    strategy_key,
+    user_key,
+    write_run_keys,
+)
+from bloasis.publish.events import strategy_event, user_strategy_event, user_strategy_json
+from bloasis.regime.types import RegimeResult
+from bloasis.store import outbox, regimes
+from bloasis.store import strategies as store
+from bloasis.strategy.compact import positions_of
+from bloasis.strategy.engine import ProfileBook, build_profile_book
+from bloasis.strategy.sectors import analyze_sectors
+from bloasis.strategy.types import PROFILES, SectorAnalysis, Strategy
+from bloasis.strategy.users import derive_many
+from bloasis.wire import regime_to_json, sector_analysis_to_pb, strategy_to_pb, to_json
+
+log = logging.getLogger(__name__)
+
+
+def _regime_id(engine: Engine, regime: RegimeResult) -> int:
+    with engine.connect() as conn:
+        rid = regimes.regime_id_at(conn, regime.model_version, regime.as_of)
+    if rid is None:
+        raise PipelineError(f"no stored regime for {regime.as_of} ({regime.model_version})")
+    return rid
+
+
+@dataclass(frozen=True)
+class TierOutcome:
+    analysis: SectorAnalysis
+    books: dict[str, ProfileBook]
+    sectors_inserted: bool
+    strategies_inserted: int
+    events: int
+
+
+def compute_and_store_tiers(
+    engine: Engine,
+    md: MarketData,
+    regime: RegimeResult,
+    *,
+    run_id: uuid.UUID,
+    top_n: int,
+) -> TierOutcome:
+    """Sector analysis and the three profile strategies for the regime's as-of date."""
+    as_of, mv = regime.as_of, regime.model_version
+    view = md.as_of(as_of)
+    analysis = analyze_sectors(view, as_of, regime.regime)
+    books = {
+        p: build_profile_book(view, as_of, regime, analysis, p, top_n=top_n, model_version=mv)
+        for p in PROFILES
+    }
+    regime_id = _regime_id(engine, regime)
+    now = datetime.now(UTC)
+    n_strat = 0
+    events = []
+    with engine.begin() as conn:
+        sectors_new = store.insert_sector_analysis(
+            conn, analysis, model_version=mv, regime_id=regime_id, run_id=run_id, computed_at=now
+        )
+        for book in books.values():
+            s = book.strategy
+            if store.insert_profile_strategy(
+                conn,
+                s,
+                book_rows(book),
+                model_version=mv,
+                regime_id=regime_id,
+                run_id=run_id,
+                computed_at=now,
+            ):
+                n_strat += 1
+                events.append(strategy_event(s, run_id=run_id, model_version=mv, computed_at=now))
+        n_events = outbox.enqueue(conn, events)
+        if sectors_new or n_strat:
+            outbox.notify_results(conn, f"strategy:{as_of.isoformat()}")
+    return TierOutcome(analysis, books, sectors_new, n_strat, n_events)
+
+
+def book_rows(book: ProfileBook) -> list[dict[str, Any]]:
+    """The ranked candidates with their levels, as the strategy row stores them."""
+    return [store.book_entry(p, s) for p, s in book.entries()]
+
+
+# --- users -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UserChunk:
+    """One chunk of derived user strategies with their stored (compact) form."""
+
+    strategies: list[Strategy]
+    records: list[store.UserStrategyRecord]
+    seconds: float
+
+
+def derive_chunk(
+    books: dict[str, ProfileBook],
+    users: Sequence[store.StoredPreferences],
+    *,
+    run_id: uuid.UUID,
+    model_version: str,
+    computed_at: datetime,
+) -> UserChunk:
+    """Pure and picklable: runs in a thread or on a Dask worker."""
+    t0 = time.perf_counter()
+    strategies = derive_many(books, [u.prefs for u in users], model_version=model_version)
+    records = [
+        store.UserStrategyRecord(
+            user_id=u.prefs.user_id,
+            as_of=s.as_of,
+            model_version=model_version,
+            profile_strategy_id=books[s.risk_profile].strategy.strategy_id,
+            preferences_version=u.version,
+            run_id=run_id,
+            positions=positions_of(s),
+            cash_weight=s.cash_weight,
+            computed_at=computed_at,
+        )
+        for u, s in zip(users, strategies, strict=True)
+    ]
+    return UserChunk(strategies, records, time.perf_counter() - t0)
+
+
+@dataclass
+class UsersOutcome:
+    users: int = 0
+    written: int = 0
+    events: int = 0
+    redis: dict[str, str] = field(default_factory=dict)  # user id -> compact proto3 JSON
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def store_user_chunks(engine: Engine, chunks: Sequence[UserChunk]) -> UsersOutcome:
+    """All users' strategies in one transaction: new ones inserted, those computed from older
+    preferences replaced; events only for what was written (a rerun writes nothing). The Redis
+    values carry the provenance of the stored row (this run's, or the run that wrote it)."""
+    out = UsersOutcome(timings={"derive_s": sum(c.seconds for c in chunks)})
+    t0 = time.perf_counter()
+    pairs = [(s, r) for c in chunks for s, r in zip(c.strategies, c.records, strict=True)]
+    with engine.begin() as conn:
+        written: set[str] = set()
+        for c in chunks:
+            written |= store.upsert_user_strategies(conn, c.records)
+        t1 = time.perf_counter()
+        out.events = outbox.copy_enqueue(
+            conn,
+            [
+                user_strategy_event(
+                    s,
+                    computed_at=r.computed_at,
+                    profile_strategy_id=r.profile_strategy_id,
+                    preferences_version=r.preferences_version,
+                )
+                for s, r in pairs
+                if r.user_id in written
+            ],
+        )
+        out.timings["events_s"] = time.perf_counter() - t1
+        if written:
+            outbox.notify_results(conn, "users")
+        stored = (
+            store.user_provenance(conn, pairs[0][1].model_version, pairs[0][1].as_of)
+            if len(written) < len(pairs)
+            else {}
+        )
+    out.timings["store_s"] = time.perf_counter() - t0 - out.timings["events_s"]
+    t2 = time.perf_counter()
+    for s, r in pairs:
+        run_id, at = (r.run_id, r.computed_at) if r.user_id in written else stored[r.user_id]
+        out.redis[r.user_id] = user_strategy_json(
+            s,
+            run_id=run_id,
+            model_version=r.model_version,
+            computed_at=at,
+            profile_strategy_id=r.profile_strategy_id,
+        )
+    out.timings["redis_json_s"] = time.perf_counter() - t2
+    out.users = len(pairs)
+    out.written = len(written)
+    return out
+
+
+def load_users(
+    engine: Engine, user_ids: Sequence[str] | None = None
+) -> list[store.StoredPreferences]:
+    with engine.connect() as conn:
+        users = store.list_preferences(conn, user_ids)
+    if user_ids is not None:
+        missing = sorted(set(user_ids) - {u.prefs.user_id for u in users})
+        if missing:
+            raise PipelineError(f"unknown users: {', '.join(missing[:10])}")
+    return users
+
+
+def chunks_of(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def publish_run(
+    engine: Engine,
+    settings: Settings,
+    *,
+    model_version: str,
+    as_of: date,
+    with_strategies: bool,
+    users: UsersOutcome | None,
+) -> str:
+    """Switch every Redis key of the run in one MULTI/EXEC, values as stored. An older as-of
+    than what is current only refreshes the current regime key (current stays current)."""
+    with engine.connect() as conn:
+        current = regimes.latest_regime(conn, model_version)
+        if current is None:
+            return "nothing stored"
+        values = {REGIME_CURRENT_KEY: (regime_to_json(current), settings.regime_ttl_seconds)}
+        is_current = current.as_of == as_of
+        if is_current and with_strategies:
+            got = store.get_sector_analysis(conn, model_version, as_of)
+            if got is not None:
+                analysis, prov = got
+                pb = sector_analysis_to_pb(
+                    analysis,
+                    run_id=prov.run_id,
+                    model_version=model_version,
+                    computed_at=prov.computed_at,
+                )
+                values[sectors_key(analysis.regime)] = (to_json(pb), settings.sectors_ttl_seconds)
+            for profile in PROFILES:
+                row = store.get_profile_strategy(conn, model_version, profile, as_of)
+                if row is not None:
+                    strat, _, prov = row
+                    spb = strategy_to_pb(
+                        strat,
+                        run_id=prov.run_id,
+                        model_version=model_version,
+                        computed_at=prov.computed_at,
+                    )
+                    values[strategy_key(profile)] = (to_json(spb), settings.strategy_ttl_seconds)
+    if is_current and users is not None:
+        for uid, value in users.redis.items():
+            values[user_key(uid)] = (value, settings.strategy_ttl_seconds)
+    client = make_redis(settings.require("redis_url"), timeout=30)
+    try:
+        write_run_keys(client, values)
+    except redis.RedisError as exc:
+        log.warning("Redis unavailable, keys will be repaired by the next run: %s", exc)
+        return "redis unavailable"
+    finally:
+        client.close()
+    what = "current" if is_current else f"older than current {current.as_of}: regime key only"
+    return f"{len(values)} Redis keys switched ({what})"
