@@ -163,9 +163,7 @@ def store_user_chunks(engine: Engine, chunks: Sequence[UserChunk]) -> UsersOutco
     t0 = time.perf_counter()
     pairs = [(s, r) for c in chunks for s, r in zip(c.strategies, c.records, strict=True)]
     with engine.begin() as conn:
-        written: set[str] = set()
-        for c in chunks:
-            written |= store.upsert_user_strategies(conn, c.records)
+        written = store.upsert_user_strategies(conn, [r for _, r in pairs])
         t1 = time.perf_counter()
         out.events = outbox.copy_enqueue(
             conn,

@@ -130,3 +130,23 @@ def test_run_lineage_recorded(clean_db: Engine) -> None:
     assert row["status"] == "completed" and row["timings"] == {"total_s": 1.5}
     assert row["parameters"] == {"k": 1} and row["data_snapshot_hash"] == "0" * 64
     assert row["finished_at"] >= row["started_at"]
+
+
+def test_bulk_copy_paths_twice_in_one_transaction(clean_db: Engine) -> None:
+    """The COPY staging tables live until commit: a second bulk call in the same transaction
+    used to fail with DuplicateTable."""
+    from bloasis.store import strategies
+    from bloasis.strategy.types import UserPreferences
+
+    with clean_db.begin() as conn:
+        a = [outbox.OutboxEvent(f"b{i}", "strategy-events", "k", "{}") for i in range(3)]
+        b = [outbox.OutboxEvent(f"c{i}", "strategy-events", "k", "{}") for i in range(2)]
+        assert outbox.copy_enqueue(conn, a) == 3
+        assert outbox.copy_enqueue(conn, a + b) == 2  # only the new ids
+        assert strategies.copy_preferences(conn, [UserPreferences("x1")]) == 1
+        assert (
+            strategies.copy_preferences(conn, [UserPreferences("x1"), UserPreferences("x2")]) == 1
+        )
+    with clean_db.connect() as conn:
+        assert outbox.backlog(conn) == 5
+        assert strategies.count_users(conn) == 2

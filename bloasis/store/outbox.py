@@ -113,9 +113,11 @@ def copy_enqueue(conn: Connection, events: Sequence[OutboxEvent]) -> int:
     assert raw is not None
     with raw.cursor() as cur:
         cur.execute(
-            "CREATE TEMP TABLE stage_outbox (event_id text, topic text, key text, "
+            "CREATE TEMP TABLE IF NOT EXISTS stage_outbox (event_id text, topic text, key text, "
             "headers jsonb, payload text) ON COMMIT DROP"
         )
+        # Called twice in one transaction, the staging table is still there: empty it.
+        cur.execute("TRUNCATE stage_outbox")
         with cur.copy("COPY stage_outbox FROM STDIN") as copy:
             for e in events:
                 copy.write_row((e.event_id, e.topic, e.key, json.dumps(e.headers), e.payload))

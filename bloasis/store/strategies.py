@@ -343,10 +343,12 @@ def copy_preferences(conn: Connection, prefs: Sequence[UserPreferences]) -> int:
     assert raw is not None
     with raw.cursor() as cur:
         cur.execute(
-            "CREATE TEMP TABLE stage_prefs (user_id text, risk_profile text, "
+            "CREATE TEMP TABLE IF NOT EXISTS stage_prefs (user_id text, risk_profile text, "
             "preferred_sectors jsonb, excluded_sectors jsonb, max_single_position numeric) "
             "ON COMMIT DROP"
         )
+        # Called twice in one transaction, the staging table is still there: empty it.
+        cur.execute("TRUNCATE stage_prefs")
         with cur.copy("COPY stage_prefs FROM STDIN") as copy:
             for p in prefs:
                 copy.write_row(
@@ -389,10 +391,13 @@ def upsert_user_strategies(conn: Connection, records: Sequence[UserStrategyRecor
     assert raw is not None
     with raw.cursor() as cur:
         cur.execute(
-            "CREATE TEMP TABLE stage_us (user_id text, as_of date, model_version text, "
-            "profile_strategy_id text, preferences_version int, run_id uuid, positions jsonb, "
+            "CREATE TEMP TABLE IF NOT EXISTS stage_us (user_id text, as_of date, "
+            "model_version text, profile_strategy_id text, preferences_version int, "
+            "run_id uuid, positions jsonb, "
             "cash_weight numeric, computed_at timestamptz) ON COMMIT DROP"
         )
+        # Called twice in one transaction, the staging table is still there: empty it.
+        cur.execute("TRUNCATE stage_us")
         with cur.copy("COPY stage_us FROM STDIN") as copy:
             for r in records:
                 copy.write_row(
