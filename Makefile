@@ -25,6 +25,10 @@ run: install
 	$(BIN)/bloasis get regime
 	@echo; echo "== regime history, the last year, served over gRPC =="
 	$(BIN)/bloasis get history
+	@echo; echo "== sector analysis, served over gRPC =="
+	$(BIN)/bloasis get sectors
+	@echo; echo "== strategy of the demo user 'test', served over gRPC =="
+	$(BIN)/bloasis get strategy --user test
 	@echo; echo "Running in the background. Use it from a shell with: source .bloasis/env"
 	@echo "Stop everything with: make stop"
 

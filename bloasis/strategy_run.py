@@ -29,7 +29,12 @@ from bloasis.publish.cache import (
     user_key,
     write_run_keys,
 )
-from bloasis.publish.events import strategy_event, user_strategy_event, user_strategy_json
+from bloasis.publish.events import (
+    compact_signals_json,
+    strategy_event,
+    user_strategy_event,
+    user_strategy_json,
+)
 from bloasis.regime.types import RegimeResult
 from bloasis.store import outbox, regimes
 from bloasis.store import strategies as store
@@ -129,20 +134,26 @@ def derive_chunk(
     """Pure and picklable: runs in a thread or on a Dask worker."""
     t0 = time.perf_counter()
     strategies = derive_many(books, [u.prefs for u in users], model_version=model_version)
-    records = [
-        store.UserStrategyRecord(
-            user_id=u.prefs.user_id,
-            as_of=s.as_of,
-            model_version=model_version,
-            profile_strategy_id=books[s.risk_profile].strategy.strategy_id,
-            preferences_version=u.version,
-            run_id=run_id,
-            positions=positions_of(s),
-            cash_weight=s.cash_weight,
-            computed_at=computed_at,
+    # Users whose derivation came out the same share one signals tuple: share positions too.
+    shared: dict[int, list[dict[str, Any]]] = {}
+    records = []
+    for u, s in zip(users, strategies, strict=True):
+        positions = shared.get(id(s.signals))
+        if positions is None:
+            positions = shared[id(s.signals)] = positions_of(s)
+        records.append(
+            store.UserStrategyRecord(
+                user_id=u.prefs.user_id,
+                as_of=s.as_of,
+                model_version=model_version,
+                profile_strategy_id=books[s.risk_profile].strategy.strategy_id,
+                preferences_version=u.version,
+                run_id=run_id,
+                positions=positions,
+                cash_weight=s.cash_weight,
+                computed_at=computed_at,
+            )
         )
-        for u, s in zip(users, strategies, strict=True)
-    ]
     return UserChunk(strategies, records, time.perf_counter() - t0)
 
 
@@ -162,6 +173,14 @@ def store_user_chunks(engine: Engine, chunks: Sequence[UserChunk]) -> UsersOutco
     out = UsersOutcome(timings={"derive_s": sum(c.seconds for c in chunks)})
     t0 = time.perf_counter()
     pairs = [(s, r) for c in chunks for s, r in zip(c.strategies, c.records, strict=True)]
+    memo: dict[int, str] = {}  # id(signals tuple) -> its compact JSON (shared by equal users)
+
+    def signals_json(s: Strategy) -> str:
+        got = memo.get(id(s.signals))
+        if got is None:
+            got = memo[id(s.signals)] = compact_signals_json(s)
+        return got
+
     with engine.begin() as conn:
         written = store.upsert_user_strategies(conn, [r for _, r in pairs])
         t1 = time.perf_counter()
@@ -173,6 +192,7 @@ def store_user_chunks(engine: Engine, chunks: Sequence[UserChunk]) -> UsersOutco
                     computed_at=r.computed_at,
                     profile_strategy_id=r.profile_strategy_id,
                     preferences_version=r.preferences_version,
+                    signals_json=signals_json(s),
                 )
                 for s, r in pairs
                 if r.user_id in written
@@ -196,6 +216,7 @@ def store_user_chunks(engine: Engine, chunks: Sequence[UserChunk]) -> UsersOutco
             model_version=r.model_version,
             computed_at=at,
             profile_strategy_id=r.profile_strategy_id,
+            signals_json=signals_json(s),
         )
     out.timings["redis_json_s"] = time.perf_counter() - t2
     out.users = len(pairs)

@@ -193,3 +193,46 @@ def test_backfill_flow_artifacts_and_report(
     assert "Bear market (peak -> trough)" in str(arts["backfill-validation"])
     again = regime_backfill(start=date(2020, 1, 2), end=date(2020, 6, 30))
     assert (again["inserted"], again["existing"], again["events_queued"]) == (0, 125, 0)
+
+
+def test_pipeline_fans_users_out_on_a_dask_local_cluster(
+    prefect_harness: None,
+    clean_db: Engine,
+    stack_state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """BLOASIS_TASK_RUNNER=dask: the user chunks run on Dask worker processes."""
+    monkeypatch.setenv("BLOASIS_STATE_DIR", str(stack_state_dir))
+    monkeypatch.setenv("BLOASIS_USER_CHUNK_SIZE", "60")
+    from prefect.client.orchestration import get_client
+    from prefect_dask import DaskTaskRunner
+
+    from bloasis.config import load_settings
+    from bloasis.users import random_population, seed_population
+    from flows.pipeline import daily_pipeline
+    from tasks.strategy import task_runner_for
+
+    seed_population(clean_db, random_population(240, seed=9, prefix="dk"))
+    runner = task_runner_for(load_settings(task_runner="dask"))
+    assert isinstance(runner, DaskTaskRunner)
+    out = daily_pipeline.with_options(task_runner=runner)(
+        as_of=date(2017, 6, 15), trigger="manual", relay=False
+    )
+    assert out["regime"] == "bull"
+    assert out["users"] == out["user_strategies_written"] == out["user_events_queued"] == 240
+    assert out["strategies_inserted"] == 3 and 3 <= len(out["sectors_selected"]) <= 7
+
+    async def facts() -> tuple[int, set[str]]:
+        async with get_client() as client:
+            from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+            tasks = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(out["run_id"])]))
+            )
+            derive = [t for t in tasks if t.name.startswith("derive-users")]
+            keys = {a.key for a in await client.read_artifacts() if a.key}
+            return len(derive), keys
+
+    n_derive, keys = asyncio.run(facts())
+    assert n_derive == 4  # 240 users in chunks of 60
+    assert {"picks-conservative", "picks-moderate", "picks-aggressive"} <= keys

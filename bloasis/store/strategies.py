@@ -398,8 +398,14 @@ def upsert_user_strategies(conn: Connection, records: Sequence[UserStrategyRecor
         )
         # Called twice in one transaction, the staging table is still there: empty it.
         cur.execute("TRUNCATE stage_us")
+        memo: dict[int, str] = {}  # positions lists shared by equal users: dump once
         with cur.copy("COPY stage_us FROM STDIN") as copy:
             for r in records:
+                positions = memo.get(id(r.positions))
+                if positions is None:
+                    positions = memo[id(r.positions)] = json.dumps(
+                        r.positions, separators=(",", ":")
+                    )
                 copy.write_row(
                     (
                         r.user_id,
@@ -408,7 +414,7 @@ def upsert_user_strategies(conn: Connection, records: Sequence[UserStrategyRecor
                         r.profile_strategy_id,
                         r.preferences_version,
                         r.run_id,
-                        json.dumps(r.positions, separators=(",", ":")),
+                        positions,
                         str(r.cash_weight),
                         r.computed_at,
                     )
