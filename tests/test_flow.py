@@ -236,3 +236,25 @@ def test_pipeline_fans_users_out_on_a_dask_local_cluster(
     n_derive, keys = asyncio.run(facts())
     assert n_derive == 4  # 240 users in chunks of 60
     assert {"picks-conservative", "picks-moderate", "picks-aggressive"} <= keys
+
+
+def test_pipeline_on_a_synthetic_universe_keeps_real_results_apart(
+    prefect_harness: None,
+    clean_db: Engine,
+    stack_state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BLOASIS_STATE_DIR", str(stack_state_dir))
+    from bloasis.strategy.types import UserPreferences
+    from bloasis.users import ensure_user
+    from flows.pipeline import daily_pipeline
+
+    ensure_user(clean_db, UserPreferences("syn1", "aggressive"))
+    out = daily_pipeline(trigger="manual", relay=False, universe="synthetic:80:3:3")
+    assert out["users"] == 1 and out["strategies_inserted"] == 3
+    assert all(sid.endswith("@synthetic:80:3:3") for sid in out["strategies"].values())
+    with clean_db.connect() as conn:
+        versions = {v for (v,) in conn.execute(select(RegimeRow.model_version).distinct())}
+    assert versions == {"regime-v2@synthetic:80:3:3"}
+    with pytest.raises(ValueError, match="synthetic:N"):
+        daily_pipeline(trigger="manual", universe="synthetic:lots")
