@@ -257,13 +257,16 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
+    from bloasis.publish.kafka_options import client_options
     from bloasis.publish.topics import ensure_topics, list_topics
 
-    bootstrap = load_settings().require("kafka_bootstrap_servers")
+    settings = load_settings()
+    bootstrap = settings.require("kafka_bootstrap_servers")
+    options = client_options(settings)
     if args.ensure:
-        created = asyncio.run(ensure_topics(bootstrap))
+        created = asyncio.run(ensure_topics(bootstrap, options=options))
         print(f"created: {', '.join(created) or 'none (all exist)'}")
-    for name, parts in sorted(asyncio.run(list_topics(bootstrap)).items()):
+    for name, parts in sorted(asyncio.run(list_topics(bootstrap, options=options)).items()):
         print(f"{name}\t{parts} partitions")
     return 0
 
@@ -347,19 +350,22 @@ def _serve_background(settings: Settings) -> int:
         if proc.poll() is not None:
             tail = log_path.read_text(errors="replace").splitlines()[-15:]
             raise CliError("gRPC server exited at start:\n  " + "\n  ".join(tail))
-        if _health_ok(settings.grpc_address):
+        if _health_ok(settings):
             print(f"serving gRPC on {settings.grpc_address} (pid {proc.pid}, log {log_path})")
             return 0
         time.sleep(0.2)
     raise CliError(f"gRPC server did not become healthy in 30 s; see {log_path}")
 
 
-def _health_ok(address: str) -> bool:
+def _health_ok(settings: Settings) -> bool:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from bloasis.serve.client import ClientAuth, open_channel
+
+    # Health needs no token, but a TLS server needs a TLS channel (BLOASIS_GRPC_TLS_CA).
     try:
-        with grpc.insecure_channel(address) as ch:
+        with open_channel(settings.grpc_address, ClientAuth.from_settings(settings)) as ch:
             resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
             return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
     except grpc.RpcError:
@@ -394,13 +400,15 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     from bloasis.serve import client
 
-    address = args.address or load_settings().grpc_address
+    settings = load_settings()
+    address = args.address or settings.grpc_address
+    auth = client.ClientAuth.from_settings(settings)  # BLOASIS_GRPC_TLS_CA, BLOASIS_GRPC_TOKEN
     if args.what == "regime":
-        reg = client.get_regime(address, force_refresh=args.force_refresh)
+        reg = client.get_regime(address, force_refresh=args.force_refresh, auth=auth)
         print(json.dumps(reg, indent=2, sort_keys=True) if args.json else client.format_regime(reg))
     elif args.what == "history":
         # No dates: the server's default, the year up to the current as-of.
-        hist = client.get_history(address, args.start, args.end)
+        hist = client.get_history(address, args.start, args.end, auth=auth)
         print(json.dumps(hist, indent=2) if args.json else client.format_history(hist))
     elif args.what == "strategy":
         if bool(args.user) == bool(args.profile):
@@ -413,6 +421,7 @@ def cmd_get(args: argparse.Namespace) -> int:
             risk_profile=args.profile,
             as_of=args.as_of,
             symbols=tuple(args.symbol or ()),
+            auth=auth,
         )
         print(
             json.dumps(strat, indent=2, sort_keys=True)
@@ -420,12 +429,12 @@ def cmd_get(args: argparse.Namespace) -> int:
             else client.format_strategy(strat)
         )
     elif args.what == "sectors":
-        sec = client.get_sectors(address, as_of=args.as_of)
+        sec = client.get_sectors(address, as_of=args.as_of, auth=auth)
         print(
             json.dumps(sec, indent=2, sort_keys=True) if args.json else client.format_sectors(sec)
         )
     elif args.what == "watch":
-        for update in client.watch(address):
+        for update in client.watch(address, auth=auth):
             if args.json:
                 print(json.dumps(update, sort_keys=True), flush=True)
             else:

@@ -7,11 +7,13 @@ value raises `SettingsError` whose message names the variable and what was expec
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "BLOASIS_"
@@ -29,15 +31,32 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     state_dir: Path = Field(default=Path(".bloasis"), description="where the embedded stack lives")
-    database_url: str | None = Field(
-        default=None, description="postgresql://user@host:port/db (psycopg 3 is used)"
+    # URLs may carry passwords: SecretStr keeps them out of repr; `require`/`value_of` unwrap.
+    database_url: SecretStr | None = Field(
+        default=None, description="postgresql://user:pass@host:port/db (psycopg 3 is used)"
     )
-    redis_url: str | None = Field(default=None, description="redis://host:port/db")
+    redis_url: SecretStr | None = Field(
+        default=None, description="redis://[user:pass@]host:port/db or rediss:// (TLS)"
+    )
     kafka_bootstrap_servers: str | None = Field(default=None, description="host:port[,host:port]")
     kafka_idempotence: bool = Field(
         default=True, description="idempotent producer; Redpanda supports it, Tansu does not"
     )
+    # Kafka client security (bloasis.publish.kafka_options builds the aiokafka arguments).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(default=None, description="CA bundle (PEM) for SSL")
     grpc_address: str = Field(default="127.0.0.1:50051", description="host:port to serve on")
+    # gRPC security (bloasis.serve.auth; README "Security"). Server: TLS when cert and key are
+    # set, bearer tokens when a tokens file or inline tokens are set. Clients: CA and token.
+    grpc_tls_cert: Path | None = Field(default=None, description="server certificate chain (PEM)")
+    grpc_tls_key: Path | None = Field(default=None, description="server private key (PEM)")
+    grpc_tls_ca: Path | None = Field(default=None, description="clients: trust these roots (TLS)")
+    grpc_tokens_file: Path | None = Field(default=None, description="lines `TOKEN SCOPE [NAME]`")
+    grpc_tokens: SecretStr | None = Field(default=None, description="`TOKEN SCOPE [NAME]; ...`")
+    grpc_token: SecretStr | None = Field(default=None, description="clients: bearer token sent")
     regime_ttl_seconds: int = Field(default=21600, gt=0, le=30 * 86400)
     sectors_ttl_seconds: int = Field(default=21600, gt=0, le=30 * 86400)
     strategy_ttl_seconds: int = Field(default=86400, gt=0, le=30 * 86400)
@@ -48,7 +67,14 @@ class Settings(BaseSettings):
     model_version: str = Field(default="regime-v2", min_length=1, max_length=64)
     universe: str = Field(
         default="embedded",
-        description="embedded (the real dataset) or synthetic:N[:seed[:years]] for scale",
+        description="embedded (real data), file:PATH (CSV/Parquet), synthetic:N[:seed[:years]]",
+    )
+    quarantine: bool = Field(
+        default=False,
+        description="drop bad rows/symbols with a warning instead of failing the run",
+    )
+    min_history_sessions: int = Field(
+        default=21, ge=1, le=2520, description="a symbol needs this many closes to be scored"
     )
     demo_user: str = Field(default="test", max_length=128, description="seeded by stack up")
     task_runner: str = Field(
@@ -60,26 +86,82 @@ class Settings(BaseSettings):
     user_chunk_size: int = Field(default=10000, gt=0, le=1_000_000)
     top_n: int = Field(default=15, gt=0, le=100, description="picks per strategy")
     relay_batch_size: int = Field(default=500, gt=0, le=100000)
+    run_lock_timeout_seconds: float = Field(
+        default=900, gt=0, le=86400, description="how long a run waits for one of its as-of"
+    )
     log_level: str = Field(default="INFO")
+
+    @field_validator("database_url", "redis_url", "grpc_tokens", "grpc_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: Any) -> Any:
+        # An exported-but-empty variable means "not set" (also for secrets: never SecretStr("")).
+        raw = v.get_secret_value() if isinstance(v, SecretStr) else v
+        return None if raw is None or raw == "" else raw
 
     @field_validator("database_url")
     @classmethod
-    def _db_url(cls, v: str | None) -> str | None:
-        if v is None or v == "":
+    def _db_url(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is None:
             return None
+        v = secret.get_secret_value()
         scheme = v.split("://", 1)[0]
         if "://" not in v or not scheme.startswith("postgresql"):
             raise ValueError("expected a postgresql://user@host:port/dbname URL")
-        return v
+        return secret
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_url(cls, v: str | None) -> str | None:
-        if v is None or v == "":
+    def _redis_url(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is None:
             return None
+        v = secret.get_secret_value()
         if not (v.startswith("redis://") or v.startswith("rediss://")):
             raise ValueError("expected a redis://host:port/db or rediss:// URL")
+        return secret
+
+    @field_validator(
+        "kafka_ssl_cafile", "grpc_tls_cert", "grpc_tls_key", "grpc_tls_ca", "grpc_tokens_file",
+        mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _file(cls, v: Any) -> Any:
+        if v is None or v == "":
+            return None
+        if not Path(v).is_file():
+            raise ValueError("no such file (expected the path of a readable file)")
         return v
+
+    @model_validator(mode="after")
+    def _together(self) -> Settings:
+        """Settings that only make sense together; the message names every variable involved."""
+        if (self.grpc_tls_cert is None) != (self.grpc_tls_key is None):
+            raise ValueError(
+                f"{ENV_PREFIX}GRPC_TLS_CERT and {ENV_PREFIX}GRPC_TLS_KEY go together: "
+                "set both (TLS) or neither (plaintext)"
+            )
+        protocol = self.kafka_security_protocol
+        sasl = {
+            "KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
+            "KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            "KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+        }
+        if protocol.startswith("SASL_"):
+            missing = [ENV_PREFIX + k for k, v in sasl.items() if not v]
+            if missing:
+                raise ValueError(
+                    f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={protocol} needs {', '.join(missing)}"
+                )
+        elif any(sasl.values()):
+            raise ValueError(
+                f"{', '.join(ENV_PREFIX + k for k, v in sasl.items() if v)}: only used with "
+                f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT or SASL_SSL (it is {protocol})"
+            )
+        if self.kafka_ssl_cafile is not None and not protocol.endswith("SSL"):
+            raise ValueError(
+                f"{ENV_PREFIX}KAFKA_SSL_CAFILE needs {ENV_PREFIX}KAFKA_SECURITY_PROTOCOL=SSL or "
+                f"SASL_SSL (it is {protocol})"
+            )
+        return self
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -115,28 +197,86 @@ class Settings(BaseSettings):
         return up
 
     def require(self, name: str) -> str:
-        value = getattr(self, name)
+        value = self.value_of(name)
         if not value:
             raise SettingsError(
                 f"{ENV_PREFIX}{name.upper()} is not set: run `bloasis stack up` (and "
                 f"`source {self.state_dir}/env`) or point it at a server"
             )
-        return str(value)
+        return value
+
+    def value_of(self, name: str) -> str | None:
+        """The plain text of a setting (secrets unwrapped), None when unset."""
+        value = getattr(self, name)
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        return None if value is None else str(value)
+
+
+# Settings whose values never appear in an error message: URLs lose their password, the rest
+# is replaced entirely.
+SECRET_URL_FIELDS: Final = frozenset({"database_url", "redis_url"})
+SECRET_FIELDS: Final = frozenset({"grpc_tokens", "grpc_token", "kafka_sasl_password"})
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password (userinfo or `password=` query value) replaced by `***`."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, hostport = netloc.rpartition("@")
+            user, sep, _ = userinfo.partition(":")
+            netloc = f"{user}{':***' if sep else ''}@{hostport}"
+        query = re.sub(r"(?i)((?:^|&)[^=&]*(?:password|secret|token)[^=&]*=)[^&]*", r"\1***",
+                       parts.query)  # fmt: skip
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:  # not parseable as a URL: show nothing of it
+        return "***"
+
+
+def _shown(field: str, value: Any) -> str:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if field in SECRET_FIELDS and value not in (None, ""):
+        return "'***'"
+    if field in SECRET_URL_FIELDS and isinstance(value, str):
+        return repr(redact_url(value))
+    return repr(value)
 
 
 def parse_universe(spec: str) -> tuple[str, int, int, int]:
-    """("embedded", 0, 0, 0) or ("synthetic", n_symbols, seed, years)."""
+    """("embedded", 0, 0, 0), ("file", 0, 0, 0) for `file:PATH`, or ("synthetic", n_symbols,
+    seed, years)."""
     if spec == "embedded":
         return ("embedded", 0, 0, 0)
+    if spec.startswith("file:"):
+        if not spec[5:]:
+            raise ValueError("file: needs a path, e.g. file:data/bars.csv")
+        return ("file", 0, 0, 0)
     kind, _, rest = spec.partition(":")
     parts = rest.split(":") if rest else []
     if kind != "synthetic" or not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
-        raise ValueError("expected embedded or synthetic:N[:seed[:years]], e.g. synthetic:500:7")
+        raise ValueError(
+            "expected embedded, file:PATH or synthetic:N[:seed[:years]], e.g. synthetic:500:7"
+        )
     n, seed, years = (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0,
                       int(parts[2]) if len(parts) > 2 else 10)  # fmt: skip
     if not (1 <= n <= 100_000 and 1 <= years <= 50):
         raise ValueError("synthetic universes take 1..100000 symbols and 1..50 years")
     return ("synthetic", n, seed, years)
+
+
+def universe_tag(spec: str) -> str:
+    """A short, stable name for a universe, used to namespace its results' model version:
+    a file is named by its base name and a hash of its absolute path."""
+    if not spec.startswith("file:"):
+        return spec
+    import hashlib
+
+    path = Path(spec[5:]).expanduser().resolve()
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+    return f"file:{path.name[:24]}:{digest}"
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
@@ -169,9 +309,12 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
-            got = err.get("input")
-            lines.append(f"{ENV_PREFIX}{field.upper()}={got!r}: {err['msg']}")
+            if not err["loc"]:  # a rule over several settings: its message names them
+                lines.append(str(err["msg"]).removeprefix("Value error, "))
+                continue
+            field = str(err["loc"][0])
+            lines.append(f"{ENV_PREFIX}{field.upper()}={_shown(field, err.get('input'))}: "
+                         f"{err['msg']}")  # fmt: skip
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
 
 

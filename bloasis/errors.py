@@ -12,6 +12,7 @@ _KNOWN = (
     ("bloasis.publish.relay", "RelayError", "relay"),
     ("bloasis.serve.client", "ClientError", "gRPC"),
     ("bloasis.marketdata", "DataValidationError", "market data"),
+    ("bloasis.marketdata", "DataFormatError", "market data"),
     ("sqlalchemy.exc", "OperationalError", "PostgreSQL unreachable"),
     ("redis.exceptions", "ConnectionError", "Redis unreachable"),
     ("aiokafka.errors", "KafkaError", "Kafka"),

@@ -8,8 +8,12 @@ fail and be repaired by the next run or relay; nothing before it is visible to a
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -27,7 +31,7 @@ from bloasis.regime.types import RegimeResult
 from bloasis.store import outbox, regimes, runs
 
 if TYPE_CHECKING:
-    from bloasis.marketdata import MarketData
+    from bloasis.marketdata import DataIssue, MarketData
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +40,32 @@ class PipelineError(RuntimeError):
     pass
 
 
-def load_market_data(end: date | None = None, universe: str = "embedded") -> MarketData:
-    """The embedded real dataset, or a seeded synthetic universe (`synthetic:N[:seed[:years]]`)."""
+def load_market_data(
+    end: date | None = None, universe: str = "embedded", *, quarantine: bool = False
+) -> MarketData:
+    return load_market_data_with_issues(end, universe, quarantine=quarantine)[0]
+
+
+def load_market_data_with_issues(
+    end: date | None = None, universe: str = "embedded", *, quarantine: bool = False
+) -> tuple[MarketData, list[DataIssue]]:
+    """The embedded real dataset, a file (`file:PATH`, validated on load: bad rows fail the
+    load, or are dropped and returned as issues when `quarantine`), or a seeded synthetic
+    universe (`synthetic:N[:seed[:years]]`)."""
     from bloasis.config import parse_universe
-    from bloasis.marketdata import SyntheticSource, default_source
+    from bloasis.marketdata import FileSource, SyntheticSource, default_source
 
     kind, n, seed, years = parse_universe(universe)
-    source = default_source() if kind == "embedded" else SyntheticSource(n, years, seed)
-    return source.load(end=end)
+    if kind == "file":
+        source = FileSource(universe[5:], quarantine=quarantine)
+        with warnings.catch_warnings():
+            # The issues are returned for the caller to log; no duplicate Python warning.
+            warnings.simplefilter("ignore", category=UserWarning)
+            md = source.load(end=end)
+        return md, list(source.issues)
+    if kind == "embedded":
+        return default_source().load(end=end), []
+    return SyntheticSource(n, years, seed).load(end=end), []
 
 
 def resolve_as_of(md: MarketData, as_of: date | None) -> date:
@@ -118,6 +140,80 @@ def end_run(
 ) -> None:
     with engine.begin() as conn:
         runs.finish_run(conn, run_id, status=status, timings=timings, result=result, error=error)
+
+
+def _int4(name: str) -> int:
+    """A signed 32-bit key (the two-key form of the advisory lock functions takes int4s)."""
+    return zlib.crc32(name.encode()) - (1 << 31)
+
+
+# Run locks use the two-int4 advisory key space, apart from the single-bigint keys of
+# `_lock_key`, so a run lock can never collide with (and deadlock on) a step's xact lock.
+RUN_LOCK_CLASS = _int4("bloasis:run")
+
+
+@contextmanager
+def run_lock(
+    engine: Engine, model_version: str, as_of: date, *, timeout_s: float, poll_s: float = 0.25
+) -> Iterator[float]:
+    """Hold the run lock of (model version, as-of) for the body; yields the seconds waited.
+
+    A session-level advisory lock on a dedicated autocommit connection (no transaction stays
+    open for the run): a second run of the same as-of waits here, then finds every step stored
+    and writes nothing. The server drops the lock when the holder dies (SIGKILL, lost
+    connection), so a killed run never blocks the next one. Waiting longer than `timeout_s`
+    raises PipelineError. Correctness does not rest on it (every step is idempotent on its
+    natural keys and event ids); it makes the second run a cheap no-op and tells stale
+    `running` rows apart from live ones (`abandon_stale_runs`).
+    """
+    key = {"c": RUN_LOCK_CLASS, "k": _int4(f"{model_version}:{as_of.isoformat()}")}
+    conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    t0 = time.monotonic()
+    try:
+        told = False
+        while not conn.execute(text("SELECT pg_try_advisory_lock(:c, :k)"), key).scalar_one():
+            waited = time.monotonic() - t0
+            if waited >= timeout_s:
+                raise PipelineError(
+                    f"another run of {model_version} for {as_of} still holds the run lock after"
+                    f" {waited:.0f}s; try again later"
+                )
+            if not told:
+                log.info("another run of %s for %s is in progress: waiting", model_version, as_of)
+                told = True
+            time.sleep(poll_s)
+    except BaseException:
+        conn.close()
+        raise
+    try:
+        yield time.monotonic() - t0
+    finally:
+        try:
+            conn.execute(text("SELECT pg_advisory_unlock(:c, :k)"), key)
+        except Exception:
+            # The connection is gone (PostgreSQL restarted): the server released the lock with
+            # the session. Never hand this connection back to the pool.
+            conn.invalidate()
+        conn.close()
+
+
+def abandon_stale_runs(
+    engine: Engine, *, run_id: uuid.UUID, flow: str, model_version: str, as_of: date
+) -> list[uuid.UUID]:
+    """Call under `run_lock`: earlier runs of this as-of still `running` died without recording
+    their end (SIGKILL, PostgreSQL down when they failed); mark them `failed`."""
+    with engine.begin() as conn:
+        stale = runs.abandon_running(
+            conn,
+            flow=flow,
+            model_version=model_version,
+            as_of=as_of,
+            keep=run_id,
+            error=f"abandoned: ended without recording its outcome (found by run {run_id})",
+        )
+    if stale:
+        log.warning("marked %d abandoned run(s) of %s failed: %s", len(stale), as_of, stale)
+    return stale
 
 
 @dataclass(frozen=True)

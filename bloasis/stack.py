@@ -40,7 +40,7 @@ from typing import Any
 
 import psutil
 
-from bloasis.config import SettingsError, default_state_dir, load_settings
+from bloasis.config import SettingsError, default_state_dir, load_settings, redact_url
 
 SERVICES = ("postgres", "redis", "kafka")
 ENV_VARS = {
@@ -643,12 +643,13 @@ def _wait_ready(
 
 def _create_database(port: int) -> None:
     import psycopg
+    from psycopg import sql
 
     admin = f"postgresql://postgres@{HOST}:{port}/postgres"
     with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,))
         if exists.fetchone() is None:
-            conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PG_DATABASE)))
 
 
 def _start(name: str, port: int, paths: _Paths, say: Progress) -> dict[str, Any]:
@@ -743,7 +744,7 @@ def up(state_dir: Path | None = None, *, progress: Progress | None = None) -> di
                     say(f"{name}: stopped the embedded server, {ENV_VARS[name]} is set")
                 services[name] = {"managed": False, "url": configured}
                 _save(paths, state)
-                say(f"{name}: using {ENV_VARS[name]}={configured}")
+                say(f"{name}: using {ENV_VARS[name]}={redact_url(configured)}")
                 continue
             if rec and rec.get("managed"):
                 proc = _owned(rec)
@@ -879,7 +880,7 @@ def format_status(statuses: list[ServiceStatus]) -> str:
                 "running" if st.running else "stopped",
                 str(st.pid) if st.pid is not None else "-",
                 str(st.port) if st.port is not None else "-",
-                st.url or "-",
+                redact_url(st.url) if st.url else "-",  # external URLs may hold passwords
                 str(st.log) if st.log is not None else "-",
             )
         )

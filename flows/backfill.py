@@ -85,7 +85,7 @@ def regime_backfill(
     engine = get_engine(settings)
     run_id = uuid.UUID(str(flow_run.id)) if flow_run.id else uuid.uuid4()
     t0 = time.perf_counter()
-    md = load_market_data(end, settings.universe)
+    md = load_market_data(end, settings.universe, settings.quarantine)
     pipeline.begin_run(
         engine,
         run_id=run_id,

@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
+from sqlalchemy import Engine
 
 from bloasis import pipeline, strategy_run
 from bloasis.config import load_settings, parse_universe
@@ -50,6 +51,19 @@ def regime_markdown(r: RegimeResult, *, inserted: bool, events: int, previous: s
     )
 
 
+def _record_failure(
+    engine: Engine, run_id: uuid.UUID, timings: dict[str, float], exc: BaseException
+) -> None:
+    """Best effort: when PostgreSQL is what failed, the row stays `running` and the next run of
+    this as-of marks it failed (`pipeline.abandon_stale_runs`); the run's own error wins."""
+    try:
+        pipeline.end_run(engine, run_id, status="failed", timings=timings, error=repr(exc)[:2000])
+    except Exception as rec:
+        get_run_logger().warning(
+            "could not record run %s as failed (%s); the next run of this as-of will", run_id, rec
+        )
+
+
 @flow(
     name="daily-pipeline",
     flow_run_name=_run_name,
@@ -85,7 +99,7 @@ def daily_pipeline(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    md = load_market_data(as_of, universe)
+    md = load_market_data(as_of, universe, settings.quarantine)
     resolved = pipeline.resolve_as_of(md, as_of)
     timings["load_s"] = time.perf_counter() - t0
     # The Prefect flow run id is the pipeline run id: the UI and the database share one key.
@@ -104,113 +118,132 @@ def daily_pipeline(
         "universe": universe,
         "regime_params": model.params.as_dict(),
     }
-    pipeline.begin_run(
-        engine,
-        run_id=run_id,
-        flow="daily-pipeline",
-        trigger=trigger,
-        as_of=resolved,
-        parameters=params,
-        md=md,
-        model_version=model.version,
-    )
-    try:
-        warm = pipeline.BulkOutcome(0, 0, 0)
-        if history_days:
-            t = time.perf_counter()
-            warm = warm_up_history(settings, md, resolved, history_days, run_id, model)
-            timings["history_s"] = time.perf_counter() - t
-            logger.info(
-                "history: %d sessions stored, %d already there, %d events",
-                warm.inserted,
-                warm.existing,
-                warm.events,
-            )
-        t = time.perf_counter()
-        result = compute_regime(md, resolved, trigger, run_id, model)
-        timings["compute_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        outcome = persist_regime(settings, result)
-        timings["persist_s"] = time.perf_counter() - t
-        stored = outcome.stored
-        prev = outcome.previous.regime if outcome.previous else ""
-        logger.info(
-            "regime %s for %s (confidence %.2f, risk %s)%s",
-            stored.regime,
-            stored.as_of,
-            stored.confidence,
-            stored.risk_level,
-            "" if outcome.inserted else " — already stored, nothing written",
+    # One run per (model version, as-of) writes at a time; a second one waits here and then
+    # finds every step stored (a no-op rerun). See pipeline.run_lock.
+    with pipeline.run_lock(
+        engine, model.version, resolved, timeout_s=settings.run_lock_timeout_seconds
+    ) as waited:
+        timings["lock_wait_s"] = waited
+        pipeline.begin_run(
+            engine,
+            run_id=run_id,
+            flow="daily-pipeline",
+            trigger=trigger,
+            as_of=resolved,
+            parameters=params,
+            md=md,
+            model_version=model.version,
         )
-        tier_info: dict[str, Any] = {}
-        users_out = None
-        if strategies:
+        try:
+            # Under the lock, other `running` rows of this as-of are runs that died unrecorded.
+            abandoned = pipeline.abandon_stale_runs(
+                engine,
+                run_id=run_id,
+                flow="daily-pipeline",
+                model_version=model.version,
+                as_of=resolved,
+            )
+            if abandoned:
+                logger.warning(
+                    "earlier runs of %s marked failed (abandoned): %s", resolved, abandoned
+                )
+            warm = pipeline.BulkOutcome(0, 0, 0)
+            if history_days:
+                t = time.perf_counter()
+                warm = warm_up_history(settings, md, resolved, history_days, run_id, model)
+                timings["history_s"] = time.perf_counter() - t
+                logger.info(
+                    "history: %d sessions stored, %d already there, %d events",
+                    warm.inserted,
+                    warm.existing,
+                    warm.events,
+                )
             t = time.perf_counter()
-            tier = sectors_and_profiles(settings, md, stored, run_id)
-            timings["tiers_s"] = time.perf_counter() - t
+            result = compute_regime(md, resolved, trigger, run_id, model)
+            timings["compute_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            prefs = load_users(settings, users)
-            at = datetime.now(UTC)
-            futures = [
-                derive_users.submit(tier.books, chunk, run_id, model.version, at)
-                for chunk in strategy_run.chunks_of(prefs, settings.user_chunk_size)
-            ]
-            users_out = store_users(settings, [f.result() for f in futures])
-            timings["users_s"] = time.perf_counter() - t
-            timings |= {f"users_{k}": v for k, v in users_out.timings.items()}
-            picks_artifacts(tier.books, run_id)
-            tier_info = {
-                "sectors_selected": list(tier.analysis.selected),
-                "strategies": {p: b.strategy.strategy_id for p, b in tier.books.items()},
-                "strategies_inserted": tier.strategies_inserted,
-                "users": users_out.users,
-                "user_strategies_written": users_out.written,
-                "user_events_queued": users_out.events,
+            outcome = persist_regime(settings, result)
+            timings["persist_s"] = time.perf_counter() - t
+            stored = outcome.stored
+            prev = outcome.previous.regime if outcome.previous else ""
+            logger.info(
+                "regime %s for %s (confidence %.2f, risk %s)%s",
+                stored.regime,
+                stored.as_of,
+                stored.confidence,
+                stored.risk_level,
+                "" if outcome.inserted else " — already stored, nothing written",
+            )
+            tier_info: dict[str, Any] = {}
+            users_out = None
+            if strategies:
+                t = time.perf_counter()
+                tier = sectors_and_profiles(settings, md, stored, run_id)
+                timings["tiers_s"] = time.perf_counter() - t
+                t = time.perf_counter()
+                prefs = load_users(settings, users)
+                at = datetime.now(UTC)
+                futures = [
+                    derive_users.submit(tier.books, chunk, run_id, model.version, at)
+                    for chunk in strategy_run.chunks_of(prefs, settings.user_chunk_size)
+                ]
+                users_out = store_users(settings, [f.result() for f in futures])
+                timings["users_s"] = time.perf_counter() - t
+                timings |= {f"users_{k}": v for k, v in users_out.timings.items()}
+                picks_artifacts(tier.books, run_id)
+                tier_info = {
+                    "sectors_selected": list(tier.analysis.selected),
+                    "strategies": {p: b.strategy.strategy_id for p, b in tier.books.items()},
+                    "strategies_inserted": tier.strategies_inserted,
+                    "users": users_out.users,
+                    "user_strategies_written": users_out.written,
+                    "user_events_queued": users_out.events,
+                }
+                logger.info(
+                    "sectors %s; %d profile strategies stored; %d users, %d written, %d events",
+                    ", ".join(tier.analysis.selected),
+                    tier.strategies_inserted,
+                    users_out.users,
+                    users_out.written,
+                    users_out.events,
+                )
+            t = time.perf_counter()
+            cache_status = publish_run(settings, model.version, stored.as_of, strategies, users_out)
+            timings["cache_s"] = time.perf_counter() - t
+            relay_status = "skipped"
+            if relay:
+                t = time.perf_counter()
+                relay_status = relay_outbox(settings)
+                timings["relay_s"] = time.perf_counter() - t
+            logger.info("cache: %s; relay: %s", cache_status, relay_status)
+            create_markdown_artifact(
+                key="regime-summary",
+                markdown=regime_markdown(
+                    stored, inserted=outcome.inserted, events=outcome.events, previous=prev
+                ),
+                description=f"Regime {stored.as_of}: {stored.regime}",
+            )
+            summary: dict[str, Any] = {
+                "as_of": stored.as_of.isoformat(),
+                "regime": stored.regime,
+                "confidence": stored.confidence,
+                "risk_level": stored.risk_level,
+                "trigger": stored.trigger,
+                "reasoning": stored.reasoning,
+                "run_id": str(run_id),
+                "regime_run_id": str(stored.run_id),
+                "inserted": outcome.inserted,
+                "previous_regime": prev,
+                "events_queued": outcome.events,
+                "history_inserted": warm.inserted,
+                "abandoned_runs": [str(a) for a in abandoned],
+                **tier_info,
+                "cache": cache_status,
+                "relay": relay_status,
             }
-            logger.info(
-                "sectors %s; %d profile strategies stored; %d users, %d written, %d events",
-                ", ".join(tier.analysis.selected),
-                tier.strategies_inserted,
-                users_out.users,
-                users_out.written,
-                users_out.events,
-            )
-        t = time.perf_counter()
-        cache_status = publish_run(settings, model.version, stored.as_of, strategies, users_out)
-        timings["cache_s"] = time.perf_counter() - t
-        relay_status = "skipped"
-        if relay:
-            t = time.perf_counter()
-            relay_status = relay_outbox(settings)
-            timings["relay_s"] = time.perf_counter() - t
-        logger.info("cache: %s; relay: %s", cache_status, relay_status)
-        create_markdown_artifact(
-            key="regime-summary",
-            markdown=regime_markdown(
-                stored, inserted=outcome.inserted, events=outcome.events, previous=prev
-            ),
-            description=f"Regime {stored.as_of}: {stored.regime}",
-        )
-        summary: dict[str, Any] = {
-            "as_of": stored.as_of.isoformat(),
-            "regime": stored.regime,
-            "confidence": stored.confidence,
-            "risk_level": stored.risk_level,
-            "trigger": stored.trigger,
-            "reasoning": stored.reasoning,
-            "run_id": str(run_id),
-            "regime_run_id": str(stored.run_id),
-            "inserted": outcome.inserted,
-            "previous_regime": prev,
-            "events_queued": outcome.events,
-            "history_inserted": warm.inserted,
-            **tier_info,
-            "cache": cache_status,
-            "relay": relay_status,
-        }
-        timings["total_s"] = time.perf_counter() - t0
-        pipeline.end_run(engine, run_id, status="completed", timings=timings, result=summary)
-        return summary
-    except BaseException as exc:
-        pipeline.end_run(engine, run_id, status="failed", timings=timings, error=repr(exc)[:2000])
-        raise
+            timings["total_s"] = time.perf_counter() - t0
+            pipeline.end_run(engine, run_id, status="completed", timings=timings, result=summary)
+            return summary
+        except BaseException as exc:
+            _record_failure(engine, run_id, timings, exc)
+            raise

@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from bloasis import pipeline
 from bloasis.config import Settings
+from bloasis.publish.kafka_options import client_options
 from bloasis.publish.relay import RelayError, RelayStats, relay_pending
 from bloasis.store.db import get_engine
 
@@ -27,6 +28,7 @@ def run_relay(settings: Settings, *, max_events: int | None = None) -> RelayStat
             idempotence=settings.kafka_idempotence,
             batch_size=settings.relay_batch_size,
             max_events=max_events,
+            options=client_options(settings),
         )
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, timedelta
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from bloasis import pipeline
@@ -18,8 +18,15 @@ from tasks.common import retry_on_transient
 
 
 @task(name="load-market-data", cache_policy=NO_CACHE)
-def load_market_data(end: date | None = None, universe: str = "embedded") -> MarketData:
-    return pipeline.load_market_data(end, universe)
+def load_market_data(
+    end: date | None = None, universe: str = "embedded", quarantine: bool = False
+) -> MarketData:
+    md, issues = pipeline.load_market_data_with_issues(end, universe, quarantine=quarantine)
+    if issues:
+        shown = "; ".join(f"{i.symbol} {i.date} {i.rule}" for i in issues[:10])
+        more = f" and {len(issues) - 10} more" if len(issues) > 10 else ""
+        get_run_logger().warning("quarantined %d bad rows: %s%s", len(issues), shown, more)
+    return md
 
 
 @task(name="compute-regime", cache_policy=NO_CACHE, task_run_name="compute-regime-{as_of}")

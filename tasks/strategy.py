@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -48,9 +48,22 @@ def task_runner_for(settings: Settings) -> Any:
 def sectors_and_profiles(
     settings: Settings, md: MarketData, regime: RegimeResult, run_id: uuid.UUID
 ) -> strategy_run.TierOutcome:
-    return strategy_run.compute_and_store_tiers(
-        get_engine(settings), md, regime, run_id=run_id, top_n=settings.top_n
+    out = strategy_run.compute_and_store_tiers(
+        get_engine(settings),
+        md,
+        regime,
+        run_id=run_id,
+        top_n=settings.top_n,
+        min_history=settings.min_history_sessions,
+        quarantine=settings.quarantine,
     )
+    if out.quarantined:
+        get_run_logger().warning(
+            "left out %d symbols: %s",
+            len(out.quarantined),
+            "; ".join(str(i) for i in out.quarantined[:10]),
+        )
+    return out
 
 
 @task(

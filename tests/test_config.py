@@ -54,7 +54,7 @@ def test_env_file_is_read_and_real_env_wins(
     )
     monkeypatch.setenv("BLOASIS_GRPC_ADDRESS", "127.0.0.1:7000")
     s = load_settings(state_dir=tmp_path)
-    assert s.redis_url == "redis://127.0.0.1:7001/0"
+    assert s.require("redis_url") == "redis://127.0.0.1:7001/0"
     assert s.kafka_idempotence is False
     assert s.grpc_address == "127.0.0.1:7000"
 

@@ -106,7 +106,7 @@ def test_env_file_is_sourceable(state: Path) -> None:
     urls = _env(state)
     assert out == [urls["postgres"], urls["redis"], urls["kafka"], "false", str(state)]
     settings = load_settings(state_dir=state)
-    assert settings.redis_url == urls["redis"]
+    assert settings.require("redis_url") == urls["redis"]
     assert settings.kafka_idempotence is False
 
 

@@ -391,6 +391,8 @@ def _read_table(path: Path) -> pd.DataFrame:
     try:
         # Everything as text first, so bad dates and numbers can be reported with their line.
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=_NA_TOKENS)
+    except pd.errors.EmptyDataError as exc:
+        raise DataFormatError(f"{path}: the file is empty (no header, no rows)") from exc
     except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as exc:
         raise DataFormatError(f"{path}: cannot be parsed as CSV: {exc}") from exc
 

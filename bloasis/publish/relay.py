@@ -3,8 +3,10 @@
 Rows are claimed with FOR UPDATE SKIP LOCKED inside a transaction that stays open until the
 broker acknowledged the batch, so two relays never send the same row and a crash before the
 commit leaves the rows pending (at-least-once; consumers deduplicate on the event id, which is
-also the `event_id` header). A broker outage makes the relay back off and give up for now,
-never lose events.
+also the `event_id` header). Batches are serialised across relays (`outbox.lock_relay`), so the
+events of one key reach the broker in id order. A broker outage makes the relay back off and
+give up for now (`attempts`, bounded), never lose events; topics missing on the broker (a
+restarted Tansu keeps nothing) are created again before sending.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -36,7 +40,10 @@ class RelayStats:
     seconds: float
 
 
-def make_producer(bootstrap: str, *, idempotence: bool) -> AIOKafkaProducer:
+def make_producer(
+    bootstrap: str, *, idempotence: bool, options: Mapping[str, Any] | None = None
+) -> AIOKafkaProducer:
+    """`options`: security arguments (`bloasis.publish.kafka_options.client_options`)."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         enable_idempotence=idempotence,
@@ -45,6 +52,7 @@ def make_producer(bootstrap: str, *, idempotence: bool) -> AIOKafkaProducer:
         max_batch_size=1 << 20,
         request_timeout_ms=10_000,
         retry_backoff_ms=200,
+        **(options or {}),
     )
 
 
@@ -70,6 +78,7 @@ async def relay_pending(
     attempts: int = 3,
     backoff_s: float = 0.5,
     max_events: int | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> RelayStats:
     """Publish what is pending now and return; raises RelayError when the broker stays down."""
     t0 = time.perf_counter()
@@ -77,7 +86,7 @@ async def relay_pending(
     for attempt in range(1, attempts + 1):
         try:
             published, batches = await _relay(
-                engine, bootstrap, idempotence, batch_size, max_events
+                engine, bootstrap, idempotence, batch_size, max_events, options
             )
             with engine.connect() as conn:
                 pending = outbox.backlog(conn)
@@ -87,23 +96,36 @@ async def relay_pending(
             log.warning("relay attempt %d/%d failed: %r", attempt, attempts, exc)
             if attempt < attempts:
                 await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
-    raise RelayError(f"broker {bootstrap} unavailable after {attempts} attempts: {last_exc!r}")
+    try:
+        with engine.connect() as conn:
+            left = f"{outbox.backlog(conn)} events stay in the outbox"
+    except Exception:  # the store may be down too; the events are safe either way
+        left = "events stay in the outbox"
+    raise RelayError(
+        f"broker {bootstrap} unavailable after {attempts} attempts; {left}: {last_exc!r}"
+    )
 
 
 async def _relay(
-    engine: Engine, bootstrap: str, idempotence: bool, batch_size: int, max_events: int | None
+    engine: Engine,
+    bootstrap: str,
+    idempotence: bool,
+    batch_size: int,
+    max_events: int | None,
+    options: Mapping[str, Any] | None,
 ) -> tuple[int, int]:
     with engine.connect() as conn:
         if outbox.backlog(conn) == 0:
             return 0, 0
-    await asyncio.wait_for(ensure_topics(bootstrap), timeout=15)
-    producer = make_producer(bootstrap, idempotence=idempotence)
+    await asyncio.wait_for(ensure_topics(bootstrap, options=options), timeout=15)
+    producer = make_producer(bootstrap, idempotence=idempotence, options=options)
     await asyncio.wait_for(producer.start(), timeout=15)
     published = batches = 0
     try:
         while max_events is None or published < max_events:
             limit = batch_size if max_events is None else min(batch_size, max_events - published)
             with engine.begin() as conn:
+                outbox.lock_relay(conn)
                 batch = outbox.claim_pending(conn, limit)
                 if not batch:
                     break
@@ -117,7 +139,11 @@ async def _relay(
             published += len(batch)
             batches += 1
     finally:
-        await producer.stop()
+        # Bounded: with the broker gone, stop() must not hold the relay (nor mask its error).
+        try:
+            await asyncio.wait_for(producer.stop(), timeout=15)
+        except Exception as exc:
+            log.warning("producer did not stop cleanly: %r", exc)
     return published, batches
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -32,10 +33,18 @@ TOPICS: Final = (
 
 
 async def ensure_topics(
-    bootstrap: str, *, replication: int = 1, timeout_ms: int = 10_000
+    bootstrap: str,
+    *,
+    replication: int = 1,
+    timeout_ms: int = 10_000,
+    options: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """Create missing topics and grow partition counts that are too small; returns created names."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    """Create missing topics and grow partition counts that are too small; returns created names.
+
+    `options`: security arguments (`bloasis.publish.kafka_options.client_options`)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, **(options or {})
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -65,9 +74,13 @@ async def ensure_topics(
         await admin.close()
 
 
-async def list_topics(bootstrap: str) -> dict[str, int]:
+async def list_topics(
+    bootstrap: str, *, options: Mapping[str, Any] | None = None
+) -> dict[str, int]:
     """Topic name -> partition count, as the broker reports it."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=10_000, **(options or {})
+    )
     await admin.start()
     try:
         names = await admin.list_topics()

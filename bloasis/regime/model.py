@@ -26,7 +26,7 @@ import pandas as pd
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bloasis.config import SettingsError
+from bloasis.config import SettingsError, universe_tag
 from bloasis.regime.hmm import HmmConfig, filtered_high_vol
 from bloasis.regime.types import RegimeResult
 
@@ -140,7 +140,9 @@ def resolve_model(base_version: str, universe: str = "embedded") -> RegimeModel:
     live under their own version (`...@synthetic:500:7`), never mixed with real ones."""
     params = load_params()
     version = model_version_for(base_version, params)
-    return RegimeModel(params, version if universe == "embedded" else f"{version}@{universe}")
+    if universe == "embedded":
+        return RegimeModel(params, version)
+    return RegimeModel(params, f"{version}@{universe_tag(universe)}")
 
 
 def _sessions_since(flag: np.ndarray) -> np.ndarray:

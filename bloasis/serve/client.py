@@ -7,21 +7,28 @@ unknown), plus `served_from`/`served_at` for `get_regime` and `previous_regime` 
 of `bloasis.classification.SectorAnalysis` for `get_sectors`; of
 `bloasis.strategy.UserPreferences` for the preferences calls. Any gRPC failure raises
 `ClientError` carrying the status code name and the server's details.
+
+Every call takes `auth` (`ClientAuth.from_settings(settings)`: TLS roots from
+`BLOASIS_GRPC_TLS_CA`, bearer token from `BLOASIS_GRPC_TOKEN`); None is plaintext, no token.
 """
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from bloasis.config import Settings
 from bloasis.pb import classification_pb2 as cl_pb
 from bloasis.pb import classification_pb2_grpc as cl_grpc
 from bloasis.pb import market_regime_pb2 as mr_pb
@@ -59,16 +66,88 @@ def _error(exc: grpc.RpcError) -> ClientError:
     return ClientError(code.name if code is not None else "UNKNOWN", details or "")
 
 
+@dataclass(frozen=True)
+class ClientAuth:
+    """How to reach a secured server: TLS roots (None: plaintext) and a bearer token."""
+
+    root_certificates: bytes | None = None
+    token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ClientAuth:
+        ca = settings.grpc_tls_ca
+        return cls(Path(ca).read_bytes() if ca else None, settings.value_of("grpc_token"))
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The call metadata carrying the token (also for grpc.aio callers)."""
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _AddMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds the token metadata to every call of a channel (TLS or plaintext alike)."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._metadata = metadata
+
+    def _details(self, d: Any) -> _CallDetails:
+        return _CallDetails(
+            d.method,
+            d.timeout,
+            (*(d.metadata or ()), *self._metadata),
+            d.credentials,
+            d.wait_for_ready,
+            d.compression,
+        )
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+
+def open_channel(address: str, auth: ClientAuth | None = None) -> grpc.Channel:
+    """A blocking channel to `address`: TLS when `auth` has roots, the token on every call."""
+    if auth is not None and auth.root_certificates is not None:
+        creds = grpc.ssl_channel_credentials(auth.root_certificates)
+        channel = grpc.secure_channel(address, creds, options=CHANNEL_OPTIONS)
+    else:
+        channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    if auth is not None and auth.token:
+        return grpc.intercept_channel(channel, _AddMetadata(auth.metadata))
+    return channel
+
+
 @contextmanager
-def _stub(address: str, stub_class: Callable[[grpc.Channel], Any] | None = None) -> Iterator[Any]:
-    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+def _stub(
+    address: str,
+    stub_class: Callable[[grpc.Channel], Any] | None = None,
+    auth: ClientAuth | None = None,
+) -> Iterator[Any]:
+    with open_channel(address, auth) as channel:
         yield (stub_class or mr_grpc.MarketRegimeServiceStub)(channel)
 
 
-def _unary(address: str, stub_class: Callable[[grpc.Channel], Any], call: Callable[[Any], R]) -> R:
+def _unary(
+    address: str,
+    stub_class: Callable[[grpc.Channel], Any],
+    call: Callable[[Any], R],
+    auth: ClientAuth | None,
+) -> R:
     """One unary call on a fresh channel; gRPC failures become ClientError."""
     try:
-        with _stub(address, stub_class) as stub:
+        with _stub(address, stub_class, auth) as stub:
             return call(stub)
     except grpc.RpcError as exc:
         raise _error(exc) from None
@@ -81,12 +160,17 @@ def message_dict(msg: Message) -> dict[str, Any]:
 
 
 def get_regime(
-    address: str, *, timeout: float = 5.0, force_refresh: bool = False, user_id: str = ""
+    address: str,
+    *,
+    timeout: float = 5.0,
+    force_refresh: bool = False,
+    user_id: str = "",
+    auth: ClientAuth | None = None,
 ) -> dict[str, Any]:
     """The current regime, with `served_from` (snapshot|redis|postgres) and `served_at`."""
     req = mr_pb.GetCurrentRegimeRequest(force_refresh=force_refresh, user_id=user_id)
     try:
-        with _stub(address) as stub:
+        with _stub(address, auth=auth) as stub:
             resp = stub.GetCurrentRegime(req, timeout=timeout)
     except grpc.RpcError as exc:
         raise _error(exc) from None
@@ -103,6 +187,7 @@ def get_history(
     *,
     timeout: float = 30.0,
     page_size: int = 0,
+    auth: ClientAuth | None = None,
 ) -> list[dict[str, Any]]:
     """Every stored regime in [start, end], oldest first, following all pages.
 
@@ -117,7 +202,7 @@ def get_history(
     )
     out: list[dict[str, Any]] = []
     try:
-        with _stub(address) as stub:
+        with _stub(address, auth=auth) as stub:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -131,12 +216,14 @@ def get_history(
         raise _error(exc) from None
 
 
-def watch(address: str, *, skip_current: bool = False) -> Generator[dict[str, Any], None, None]:
+def watch(
+    address: str, *, skip_current: bool = False, auth: ClientAuth | None = None
+) -> Generator[dict[str, Any], None, None]:
     """The current regime, then one dict (with `previous_regime`) per change, until closed.
 
     Closing the generator (or breaking out of the loop) cancels the stream.
     """
-    with _stub(address) as stub:
+    with _stub(address, auth=auth) as stub:
         call = stub.WatchRegime(mr_pb.WatchRegimeRequest(skip_current=skip_current))
         try:
             for update in call:
@@ -161,6 +248,7 @@ def get_strategy(
     as_of: date | str | None = None,
     symbols: Iterable[str] = (),
     timeout: float = 5.0,
+    auth: ClientAuth | None = None,
 ) -> dict[str, Any]:
     """A user's (expanded) or a risk profile's strategy: {strategy, regime, served_from}.
 
@@ -172,13 +260,17 @@ def get_strategy(
         symbols=list(symbols),
     )
     resp = _unary(
-        address, st_grpc.StrategyServiceStub, lambda s: s.GetStrategy(req, timeout=timeout)
+        address, st_grpc.StrategyServiceStub, lambda s: s.GetStrategy(req, timeout=timeout), auth
     )
     return message_dict(resp)
 
 
 def get_sectors(
-    address: str, as_of: date | str | None = None, *, timeout: float = 5.0
+    address: str,
+    as_of: date | str | None = None,
+    *,
+    timeout: float = 5.0,
+    auth: ClientAuth | None = None,
 ) -> dict[str, Any]:
     """The sector analysis of `as_of` (None: the latest), with `served_from`."""
     req = cl_pb.GetSectorAnalysisRequest(as_of=_date_text(as_of))
@@ -186,6 +278,7 @@ def get_sectors(
         address,
         cl_grpc.ClassificationServiceStub,
         lambda s: s.GetSectorAnalysis(req, timeout=timeout),
+        auth,
     )
     return message_dict(resp)
 
@@ -196,6 +289,7 @@ def get_candidates(
     *,
     sectors: Iterable[str] = (),
     timeout: float = 5.0,
+    auth: ClientAuth | None = None,
 ) -> dict[str, Any]:
     """The candidate symbols (with sectors) of the sector analysis, optionally of some sectors."""
     req = cl_pb.GetCandidateSymbolsRequest(as_of=_date_text(as_of), sectors=list(sectors))
@@ -203,14 +297,20 @@ def get_candidates(
         address,
         cl_grpc.ClassificationServiceStub,
         lambda s: s.GetCandidateSymbols(req, timeout=timeout),
+        auth,
     )
     return message_dict(resp)
 
 
-def get_preferences(address: str, user_id: str, *, timeout: float = 5.0) -> dict[str, Any]:
+def get_preferences(
+    address: str, user_id: str, *, timeout: float = 5.0, auth: ClientAuth | None = None
+) -> dict[str, Any]:
     req = st_pb.GetPreferencesRequest(user_id=user_id)
     resp = _unary(
-        address, st_grpc.StrategyServiceStub, lambda s: s.GetPreferences(req, timeout=timeout)
+        address,
+        st_grpc.StrategyServiceStub,
+        lambda s: s.GetPreferences(req, timeout=timeout),
+        auth,
     )
     return message_dict(resp)
 
@@ -224,6 +324,7 @@ def update_preferences(
     excluded_sectors: Iterable[str] = (),
     max_single_position: Decimal | str | None = None,
     timeout: float = 5.0,
+    auth: ClientAuth | None = None,
 ) -> dict[str, Any]:
     """Create or replace a user's preferences (empty risk_profile / max_single_position: the
     defaults); returns them as stored. The user's strategy is recomputed by the next run."""
@@ -236,7 +337,10 @@ def update_preferences(
     )
     req = st_pb.UpdatePreferencesRequest(preferences=prefs)
     resp = _unary(
-        address, st_grpc.StrategyServiceStub, lambda s: s.UpdatePreferences(req, timeout=timeout)
+        address,
+        st_grpc.StrategyServiceStub,
+        lambda s: s.UpdatePreferences(req, timeout=timeout),
+        auth,
     )
     return message_dict(resp)
 

@@ -47,6 +47,7 @@ from bloasis.pb import market_regime_pb2 as mr_pb
 from bloasis.publish.cache import make_redis, read_current_regime
 from bloasis.regime.model import resolve_model
 from bloasis.regime.types import RegimeResult
+from bloasis.serve.auth import ServerSecurity
 from bloasis.serve.snapshot import Snapshot, StoreRefresher
 from bloasis.store.db import engine_for
 from bloasis.store.regimes import latest_regime, regime_history
@@ -122,7 +123,7 @@ class StoreAccess:
             raise RequestError(
                 grpc.StatusCode.UNAVAILABLE, "BLOASIS_DATABASE_URL is not set on the server"
             )
-        return engine_for(self.settings.database_url)
+        return engine_for(self.settings.require("database_url"))
 
     async def call(self, fn: Callable[[], R], context: Any, what: str) -> R:
         """Run `fn` (blocking, PostgreSQL) in a thread; store trouble becomes UNAVAILABLE."""
@@ -165,7 +166,7 @@ class StoreAccess:
         loop = asyncio.get_running_loop()
         try:
             if self._redis is None:
-                self._redis = make_redis(self.settings.redis_url, timeout=1.0)
+                self._redis = make_redis(self.settings.require("redis_url"), timeout=1.0)
             client = self._redis
             return await asyncio.wait_for(
                 loop.run_in_executor(self.executor, fn, client), self.store_timeout
@@ -591,7 +592,9 @@ class RegimeServer:
         self.grace = grace
         self.store = StoreAccess(settings, store_timeout=store_timeout)
         self.refresher = StoreRefresher(
-            settings.database_url, poll_interval=poll_interval, executor=self.store.executor
+            settings.value_of("database_url"),
+            poll_interval=poll_interval,
+            executor=self.store.executor,
         )
         self.watch_queue_size = watch_queue_size
         self._started = False
@@ -609,7 +612,10 @@ class RegimeServer:
 
         self.classification, self.strategy = install(self)
         self.health = health.aio.HealthServicer()
+        # TLS and bearer tokens as configured (bloasis.serve.auth); bad ones fail here, at start.
+        self.security = ServerSecurity.from_settings(settings)
         self._server = grpc.aio.server(
+            interceptors=self.security.interceptors,
             options=[
                 ("grpc.max_receive_message_length", max_receive_message_bytes),
                 ("grpc.max_send_message_length", max_send_message_bytes),
@@ -623,7 +629,7 @@ class RegimeServer:
                 ("grpc.http2.max_ping_strikes", 2),
                 # Fail loudly if another server already holds the port.
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         self._health_status: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -665,7 +671,7 @@ class RegimeServer:
         address = address or self.settings.grpc_address
         host = address.rpartition(":")[0]
         try:
-            port = self._server.add_insecure_port(address)
+            port = self.security.add_port(self._server, address)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {address}: {exc}") from exc
         if not port:

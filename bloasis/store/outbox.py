@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import cast
+from typing import Final, cast
 
 from sqlalchemy import Connection, Table, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
@@ -56,6 +56,17 @@ def enqueue(conn: Connection, events: Sequence[OutboxEvent]) -> int:
         .returning(_T.c.id)
     )
     return len(conn.execute(stmt).all())
+
+
+# Two-int4 advisory key (apart from the single-bigint keys used for other locks).
+RELAY_LOCK: Final = {"c": 0x0B10A5, "k": 1}
+
+
+def lock_relay(conn: Connection) -> None:
+    """Wait for other relays' open batches: held until the caller's transaction ends, so one
+    batch is in flight at a time and a key's events reach the broker in id order even when two
+    relays run at once (the pipeline's relay step and the outbox-relay flow)."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:c, :k)"), RELAY_LOCK)
 
 
 def claim_pending(conn: Connection, limit: int) -> list[PendingEvent]:

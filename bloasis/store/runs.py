@@ -68,6 +68,33 @@ def finish_run(
     )
 
 
+def abandon_running(
+    conn: Connection,
+    *,
+    flow: str,
+    model_version: str,
+    as_of: date,
+    keep: uuid.UUID,
+    error: str,
+) -> list[uuid.UUID]:
+    """Mark `failed` the rows of (flow, model version, as-of) still `running`, except `keep`.
+    Only correct under the run lock (`bloasis.pipeline.run_lock`): then no other run of that
+    key is alive, so such rows belong to runs that died without recording their end."""
+    rows = conn.execute(
+        update(_T)
+        .where(
+            _T.c.status == "running",
+            _T.c.flow == flow,
+            _T.c.model_version == model_version,
+            _T.c.as_of == as_of,
+            _T.c.id != keep,
+        )
+        .values(status="failed", error=error, finished_at=datetime.now(UTC))
+        .returning(_T.c.id)
+    ).all()
+    return [r.id for r in rows]
+
+
 def get_run(conn: Connection, run_id: uuid.UUID) -> dict[str, Any] | None:
     row = conn.execute(select(_T).where(_T.c.id == run_id)).first()
     return dict(row._mapping) if row else None
