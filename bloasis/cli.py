@@ -396,6 +396,106 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- status --------------------------------------------------------------------------------
+def collect_status(settings: Settings) -> dict[str, Any]:
+    """What runs, what is stored, what is served: each part answered separately, so one
+    component down still leaves the rest of the report."""
+    from bloasis import stack
+
+    out: dict[str, Any] = {
+        "services": [
+            {
+                "name": st.name,
+                "running": st.running,
+                "pid": st.pid,
+                "url": st.url,
+                "managed": st.managed,
+            }
+            for st in stack.status(settings.state_dir)
+        ]
+    }
+    pid = _serving_pid(settings)
+    out["grpc"] = {"address": settings.grpc_address, "pid": pid}
+    try:
+        from bloasis.serve import client
+
+        reg = client.get_regime(settings.grpc_address, timeout=2)
+        out["grpc"] |= {
+            "serving": True,
+            "served_as_of": reg.get("as_of"),
+            "served_from": reg.get("served_from"),
+        }
+    except Exception as exc:
+        out["grpc"] |= {"serving": False, "error": str(exc).splitlines()[0][:200]}
+    try:
+        from sqlalchemy import text
+
+        from bloasis.regime.model import resolve_model
+        from bloasis.store import outbox
+        from bloasis.store.db import get_engine
+        from bloasis.store.regimes import latest_regime
+        from bloasis.store.strategies import latest_strategy_as_of
+
+        mv = resolve_model(settings.model_version, settings.universe).version
+        with get_engine(settings).connect() as conn:
+            reg_row = latest_regime(conn, mv)
+            runs = conn.execute(
+                text(
+                    "SELECT DISTINCT ON (flow) flow, status, as_of, started_at, finished_at "
+                    "FROM pipeline_runs ORDER BY flow, started_at DESC"
+                )
+            ).all()
+            out["store"] = {
+                "model_version": mv,
+                "latest_regime_as_of": reg_row.as_of.isoformat() if reg_row else None,
+                "latest_regime_computed_at": reg_row.computed_at.isoformat() if reg_row else None,
+                "latest_strategy_as_of": str(latest_strategy_as_of(conn, mv) or "") or None,
+                "outbox_backlog": outbox.backlog(conn),
+                "last_runs": [
+                    {
+                        "flow": r.flow,
+                        "status": r.status,
+                        "as_of": r.as_of.isoformat() if r.as_of else None,
+                        "started_at": r.started_at.isoformat(),
+                        "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+                    }
+                    for r in runs
+                ],
+            }
+    except Exception as exc:
+        out["store"] = {"error": str(exc).splitlines()[0][:200]}
+    return out
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    report = collect_status(load_settings())
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for svc in report["services"]:
+        state = "running" if svc["running"] else "DOWN"
+        print(f"{svc['name']:<9} {state:<8} {svc['url'] or '-'}")
+    g = report["grpc"]
+    if g.get("serving"):
+        print(f"grpc      serving  {g['address']} (as-of {g['served_as_of']}, {g['served_from']})")
+    else:
+        print(f"grpc      DOWN     {g['address']}: {g.get('error', '')}")
+    st = report["store"]
+    if "error" in st:
+        print(f"store     DOWN     {st['error']}")
+        return 0
+    print(
+        f"stored    regime {st['latest_regime_as_of']}"
+        f" (computed {st['latest_regime_computed_at']}),"
+        f" strategies {st['latest_strategy_as_of']}, outbox backlog {st['outbox_backlog']}"
+    )
+    for r in st["last_runs"]:
+        print(
+            f"last run  {r['flow']:<16} {r['status']:<10} as-of {r['as_of']} at {r['started_at']}"
+        )
+    return 0
+
+
 # --- get -------------------------------------------------------------------------------------
 def cmd_get(args: argparse.Namespace) -> int:
     from bloasis.serve import client
@@ -444,7 +544,13 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 # --- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bloasis", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="bloasis",
+        description=__doc__,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--verbose", action="store_true", help="print tracebacks of errors")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("stack", help="embedded PostgreSQL, Redis and Kafka broker")
@@ -525,6 +631,10 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stop", help="stop the background gRPC server and the embedded stack")
     st.set_defaults(func=cmd_stop)
 
+    stt = sub.add_parser("status", help="components, last runs, freshness, backlog, served as-of")
+    stt.add_argument("--json", action="store_true")
+    stt.set_defaults(func=cmd_status)
+
     g = sub.add_parser("get", help="read over gRPC")
     g.add_argument("what", choices=("regime", "history", "watch", "strategy", "sectors"))
     g.add_argument("--profile", choices=("conservative", "moderate", "aggressive"), default=None)
@@ -537,7 +647,39 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--force-refresh", action="store_true")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_get)
+    for name, sp in sub.choices.items():
+        sp.formatter_class = argparse.RawDescriptionHelpFormatter
+        sp.epilog = "examples:\n" + "\n".join(
+            f"  {line}" for line in EXAMPLES.get(name, "").splitlines()
+        )
     return p
+
+
+EXAMPLES: dict[str, str] = {
+    "stack": "bloasis stack up\nbloasis stack status\n"
+    "bloasis stack stop kafka && bloasis stack start kafka",
+    "db": "bloasis db upgrade\nbloasis db current",
+    "run": "bloasis run\nbloasis run --as-of 2008-10-15 --json\nbloasis run --history-days 365\n"
+    "bloasis run --users test u00042\nbloasis run --regime-only\n"
+    "bloasis run --universe synthetic:500:7",
+    "backfill": "bloasis backfill --start 1990-01-02 --end 2022-12-28 --out report.json\n"
+    "bloasis backfill --start 2020-01-02 --end 2020-06-30 --json > days.json",
+    "users": "bloasis users add alice --profile conservative --exclude Energy --max-position 0.08\n"
+    "bloasis users list\nbloasis users seed 100000 --seed 1",
+    "relay": "bloasis relay --once",
+    "topics": "bloasis topics --ensure",
+    "cache": "bloasis cache\nbloasis cache 'strategy:*' --show",
+    "serve": "bloasis serve\nbloasis serve --background --address 127.0.0.1:50051",
+    "stop": "bloasis stop",
+    "status": "bloasis status\nbloasis status --json",
+    "get": "bloasis get regime\nbloasis get history --start 2020-02-01 --end 2020-04-30\n"
+    "bloasis get watch\nbloasis get sectors\nbloasis get strategy --user test\n"
+    "bloasis get strategy --profile conservative --as-of 2008-10-15 --json",
+}
+EXIT_CODES = (
+    "exit codes: 0 done; 1 an error you can act on (one line on stderr); 2 bad usage;\n"
+    "3 an unexpected error (rerun with --verbose for the traceback); 130 interrupted"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -551,14 +693,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        # Known failure classes get one line; anything else keeps its traceback for debugging.
         from bloasis.errors import describe
 
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
         msg = describe(exc)
-        if msg is None:
-            raise
-        _err(msg)
-        return 1
+        if msg is not None:
+            _err(msg)
+            return 1
+        _err(f"unexpected error: {type(exc).__name__}: {exc}"[:500])
+        if not args.verbose:
+            _err("rerun with --verbose for the details")
+        return 3
 
 
 if __name__ == "__main__":

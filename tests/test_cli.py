@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +66,34 @@ def test_stack_status_and_cache_listing(stack_settings: Settings, stack_state_di
 def test_db_current(stack_settings: Settings, stack_state_dir: Path) -> None:
     proc = bloasis("db", "current", state_dir=stack_state_dir)
     assert proc.returncode == 0 and "schema revision: 0002" in proc.stdout
+
+
+def test_every_command_has_help_with_examples() -> None:
+    from bloasis.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sp in sub.choices.items():
+        text = sp.format_help()
+        assert "examples:" in text, name
+        examples = [ln.strip() for ln in text.split("examples:")[1].splitlines() if ln.strip()]
+        assert examples and all(e.startswith(f"bloasis {name}") for e in examples), name
+        for e in examples:  # every example parses
+            argv = shlex.split(e.split("&&")[0].split(">")[0])[1:]
+            parser.parse_args(argv)
+    assert "exit codes" in parser.format_help()
+
+
+def test_status_reports_components_and_store(
+    stack_settings: Settings, stack_state_dir: Path
+) -> None:
+    proc = bloasis("status", "--json", state_dir=stack_state_dir)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert {s["name"]: s["running"] for s in report["services"]} == {
+        "postgres": True,
+        "redis": True,
+        "kafka": True,
+    }
+    assert "serving" in report["grpc"]
+    assert "outbox_backlog" in report["store"] and "last_runs" in report["store"]
