@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import redis
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 
 from bloasis import __version__
 from bloasis.config import Settings
@@ -152,37 +153,50 @@ def _int4(name: str) -> int:
 RUN_LOCK_CLASS = _int4("bloasis:run")
 
 
+def run_lock_key(model_version: str, as_of: date) -> tuple[int, int]:
+    """(classid, objid) of the run lock, as `pg_advisory_lock(int4, int4)` takes them."""
+    return RUN_LOCK_CLASS, _int4(f"{model_version}:{as_of.isoformat()}")
+
+
 @contextmanager
 def run_lock(
-    engine: Engine, model_version: str, as_of: date, *, timeout_s: float, poll_s: float = 0.25
+    engine: Engine, model_version: str, as_of: date, *, timeout_s: float
 ) -> Iterator[float]:
     """Hold the run lock of (model version, as-of) for the body; yields the seconds waited.
 
     A session-level advisory lock on a dedicated autocommit connection (no transaction stays
-    open for the run): a second run of the same as-of waits here, then finds every step stored
-    and writes nothing. The server drops the lock when the holder dies (SIGKILL, lost
-    connection), so a killed run never blocks the next one. Waiting longer than `timeout_s`
-    raises PipelineError. Correctness does not rest on it (every step is idempotent on its
-    natural keys and event ids); it makes the second run a cheap no-op and tells stale
+    open for the run): a second run of the same as-of queues here (visible in `pg_locks`), then
+    finds every step stored and writes nothing. The server drops the lock when the holder dies
+    (SIGKILL, lost connection), so a killed run never blocks the next one. Waiting longer than
+    `timeout_s` raises PipelineError. Correctness does not rest on it (every step is idempotent
+    on its natural keys and event ids); it makes the second run a cheap no-op and tells stale
     `running` rows apart from live ones (`abandon_stale_runs`).
     """
-    key = {"c": RUN_LOCK_CLASS, "k": _int4(f"{model_version}:{as_of.isoformat()}")}
+    c, k = run_lock_key(model_version, as_of)
+    key = {"c": c, "k": k}
     conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     t0 = time.monotonic()
     try:
-        told = False
-        while not conn.execute(text("SELECT pg_try_advisory_lock(:c, :k)"), key).scalar_one():
-            waited = time.monotonic() - t0
-            if waited >= timeout_s:
+        if not conn.execute(text("SELECT pg_try_advisory_lock(:c, :k)"), key).scalar_one():
+            log.info("another run of %s for %s is in progress: waiting", model_version, as_of)
+            conn.execute(
+                text("SELECT set_config('lock_timeout', :t, false)"),
+                {"t": f"{max(1, int(timeout_s * 1000))}ms"},
+            )
+            try:
+                conn.execute(text("SELECT pg_advisory_lock(:c, :k)"), key)
+            except OperationalError as exc:
+                if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                    raise
                 raise PipelineError(
                     f"another run of {model_version} for {as_of} still holds the run lock after"
-                    f" {waited:.0f}s; try again later"
-                )
-            if not told:
-                log.info("another run of %s for %s is in progress: waiting", model_version, as_of)
-                told = True
-            time.sleep(poll_s)
+                    f" {time.monotonic() - t0:.0f}s; try again later"
+                ) from None
+            finally:
+                conn.execute(text("RESET lock_timeout"))  # the connection goes back to the pool
     except BaseException:
+        # Closed for good, not pooled: an interrupted wait could still be granted the lock.
+        conn.invalidate()
         conn.close()
         raise
     try:
@@ -212,7 +226,12 @@ def abandon_stale_runs(
             error=f"abandoned: ended without recording its outcome (found by run {run_id})",
         )
     if stale:
-        log.warning("marked %d abandoned run(s) of %s failed: %s", len(stale), as_of, stale)
+        log.warning(
+            "marked %d abandoned run(s) of %s failed: %s",
+            len(stale),
+            as_of,
+            ", ".join(map(str, stale)),
+        )
     return stale
 
 

@@ -144,9 +144,8 @@ def daily_pipeline(
                 as_of=resolved,
             )
             if abandoned:
-                logger.warning(
-                    "earlier runs of %s marked failed (abandoned): %s", resolved, abandoned
-                )
+                shown = ", ".join(map(str, abandoned))
+                logger.warning("earlier runs of %s marked failed (abandoned): %s", resolved, shown)
             warm = pipeline.BulkOutcome(0, 0, 0)
             if history_days:
                 t = time.perf_counter()

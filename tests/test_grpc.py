@@ -196,6 +196,7 @@ async def test_current_regime_is_latest_as_of_from_snapshot(
     assert resp.regime.indicators.vix == 15.0 and resp.regime.indicators.HasField("yield_curve")
 
     # A backfill of an older date, inserted (and notified) later, is not "current".
+    await _until(lambda: srv.refresher.listening, "LISTEN", 5)  # else the NOTIFY is missed
     await _seed(s, [(d + timedelta(days=1), "crisis")])
     await _until(lambda: srv.refresher.notifications > 0, "the notification", 3)
     await asyncio.sleep(0.2)
