@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import redis
@@ -67,6 +68,20 @@ def load_market_data_with_issues(
     if kind == "embedded":
         return default_source().load(end=end), []
     return SyntheticSource(n, years, seed).load(end=end), []
+
+
+EXCHANGE_TZ = "America/New_York"
+
+
+def exchange_today() -> date:
+    """Today on the exchange's clock (schedules are in exchange time)."""
+    return datetime.now(ZoneInfo(EXCHANGE_TZ)).date()
+
+
+def is_trading_day(d: date) -> bool:
+    from bloasis.marketdata.validate import nyse_sessions
+
+    return len(nyse_sessions(d, d)) == 1
 
 
 def resolve_as_of(md: MarketData, as_of: date | None) -> date:

@@ -91,6 +91,12 @@ def daily_pipeline(
     if trigger not in TRIGGERS:
         raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
     logger = get_run_logger()
+    if trigger == "baseline" and as_of is None and strategies:
+        today = pipeline.exchange_today()
+        if not pipeline.is_trading_day(today):
+            # The scheduled daily run fires on weekdays; holidays are found here.
+            logger.info("%s is not a NYSE trading day: nothing to do", today.isoformat())
+            return {"skipped": f"{today.isoformat()} is not a NYSE trading day"}
     settings = load_settings()
     universe = universe or settings.universe
     parse_universe(universe)

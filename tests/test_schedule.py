@@ -1,0 +1,46 @@
+"""Scheduled runs in exchange time: holidays and weekends are found by the flow itself."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from bloasis.pipeline import is_trading_day
+from bloasis.store.models import PipelineRun
+
+
+@pytest.mark.parametrize(
+    ("d", "expected"),
+    [
+        (date(2026, 11, 26), False),  # Thanksgiving
+        (date(2026, 11, 27), True),  # half day, still a session
+        (date(2026, 11, 28), False),  # Saturday
+        (date(2026, 12, 25), False),
+        (date(2022, 12, 28), True),
+    ],
+)
+def test_nyse_trading_days(d: date, expected: bool) -> None:
+    assert is_trading_day(d) is expected
+
+
+@pytest.mark.prefect
+def test_scheduled_run_on_a_holiday_exits_early(
+    prefect_harness: None,
+    clean_db: Engine,
+    stack_state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BLOASIS_STATE_DIR", str(stack_state_dir))
+    import flows.pipeline as fp
+    from bloasis import pipeline
+
+    monkeypatch.setattr(pipeline, "exchange_today", lambda: date(2026, 11, 26))
+    out = fp.daily_pipeline(trigger="baseline")
+    assert out == {"skipped": "2026-11-26 is not a NYSE trading day"}
+    with clean_db.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(PipelineRun)).scalar() == 0
+    # A manual run, or one for a given date, is never skipped.
+    assert fp.daily_pipeline(trigger="manual", strategies=False, relay=False)["regime"]
