@@ -81,7 +81,7 @@ def parse_tokens(text: str, variable: str) -> list[TokenEntry]:
         if len(parts) not in (2, 3):
             raise SettingsError(f"{where}: expected `TOKEN SCOPE [NAME]`, got {len(parts)} fields")
         token, scope = parts[0], parts[1]
-        name = parts[2] if len(parts) == 3 else f"{variable.lower()}#{n}"
+        name = parts[2] if len(parts) == 3 else f"{variable.lower()}:{n}"
         if len(token) < TOKEN_MIN_LEN or not _TOKEN_RE.fullmatch(token):
             raise SettingsError(
                 f"{where}: a token needs at least {TOKEN_MIN_LEN} characters of "
@@ -89,7 +89,7 @@ def parse_tokens(text: str, variable: str) -> list[TokenEntry]:
             )
         if scope not in SCOPES:
             raise SettingsError(f"{where}: the scope (second field) must be read or write")
-        if not _NAME_RE.fullmatch(name):
+        if len(parts) == 3 and not _NAME_RE.fullmatch(name):
             raise SettingsError(f"{where}: the name (third field) must match {_NAME_RE.pattern}")
         digest = _digest(token)
         if digest in seen:

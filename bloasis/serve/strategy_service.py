@@ -81,6 +81,7 @@ _DECIMAL_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 DECIMAL_MAX_LEN: Final = 32
 # user_preferences.max_single_position is NUMERIC(6, 4): more places would be rounded silently.
 MAX_POSITION_PLACES: Final = 4
+DETAILS_MAX_LEN: Final = 500
 
 
 # --------------------------------------------------------------------------------------------
@@ -713,7 +714,11 @@ class StrategyServicer:
         prefs = preferences_from_pb(request)
         errors = validate_preferences(prefs)
         if errors:
-            raise invalid("; ".join(errors))
+            # The domain rules echo values whole: keep the status short whatever the input size.
+            details = "; ".join(errors)
+            raise invalid(
+                details if len(details) <= DETAILS_MAX_LEN else details[:DETAILS_MAX_LEN] + "…"
+            )
         return await self.store.call(lambda: self._upsert(prefs), context, "storing preferences")
 
 
