@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME := $(CURDIR)/.bloasis/prefect
 
-.PHONY: install run stop test lint proto proto-check clean
+.PHONY: install run stop test lint proto proto-check clean soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required, found " + sys.version.split()[0] + " (set PYTHON=python3.11)")'
@@ -49,6 +49,10 @@ proto-check: install
 # pytest exits 5 when it collected no test: make treats that as a failure too.
 test: install lint proto-check
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# Full-size load and soak of the gRPC server (make test runs a reduced one).
+soak: install
+	$(BIN)/python -m bench.grpc_soak
 
 clean: stop
 	rm -rf .bloasis
