@@ -76,13 +76,3 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # Run one kind alone with `-m fuzz`, `-m soak` or `-m security` (issue 5, items 6-8).
-    for marker in (
-        "fuzz: hypothesis-driven bad requests over a real channel",
-        "soak: load and soak against a server in its own process",
-        "security: TLS, tokens, secrets in output, SQL parameters",
-    ):
-        config.addinivalue_line("markers", marker)
