@@ -20,13 +20,10 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
-import redis
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from bloasis import __version__
-from bloasis.config import Settings
-from bloasis.publish.cache import make_redis, write_current_regime
 from bloasis.publish.events import regime_events
 from bloasis.regime.model import RegimeModel, classify_as_of, classify_frame, results_from_frame
 from bloasis.regime.types import RegimeResult
@@ -342,28 +339,3 @@ def persist_regime_range(engine: Engine, results: list[RegimeResult]) -> BulkOut
         if new:
             outbox.notify_results(conn, f"regime:{max(new).isoformat()}")
     return BulkOutcome(inserted=len(new), existing=len(results) - len(new), events=n_events)
-
-
-def refresh_cache(engine: Engine, settings: Settings, model_version: str) -> RegimeResult | None:
-    """Write what is current (the latest stored as-of) to Redis. Returns it, or None if the
-    store is empty. Raises redis.RedisError when Redis is down (callers decide to warn)."""
-    with engine.connect() as conn:
-        current = regimes.latest_regime(conn, model_version)
-    if current is None:
-        return None
-    client = make_redis(settings.require("redis_url"))
-    try:
-        write_current_regime(client, current, settings.regime_ttl_seconds)
-    finally:
-        client.close()
-    return current
-
-
-def try_refresh_cache(engine: Engine, settings: Settings, model_version: str) -> str:
-    """Cache refresh that never fails the run: Redis is repaired by the next run."""
-    try:
-        current = refresh_cache(engine, settings, model_version)
-    except redis.RedisError as exc:
-        log.warning("Redis unavailable, cache will be repaired by the next run: %s", exc)
-        return "redis unavailable"
-    return f"current {current.as_of} {current.regime}" if current else "nothing stored"

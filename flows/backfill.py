@@ -24,9 +24,10 @@ from bloasis.regime.model import RegimeModel, resolve_model
 from bloasis.regime.types import RegimeResult
 from bloasis.regime.validation import ValidationReport, format_report, validate_labels
 from bloasis.store.db import get_engine
-from tasks.common import retry_on_transient
-from tasks.publish import refresh_cache, relay_outbox
+from tasks.common import STORE_RETRIES
+from tasks.publish import relay_outbox
 from tasks.regime import load_market_data
+from tasks.strategy import publish_run
 
 
 @task(name="classify-range", cache_policy=NO_CACHE)
@@ -39,9 +40,7 @@ def classify_range(
 @task(
     name="persist-range",
     cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=[1, 2, 4],
-    retry_condition_fn=retry_on_transient,
+    **STORE_RETRIES,
 )
 def persist_range(
     settings: Settings, results: list[RegimeResult], chunk_size: int
@@ -121,7 +120,8 @@ def regime_backfill(
             events=stored.events,
             timings=timings,
         )
-        cache_status = refresh_cache(settings, model.version)
+        # The regime key switches to the latest stored as-of, like any run's keys.
+        cache_status = publish_run(settings, model.version, plan.end, False, None)
         relay_status = relay_outbox(settings) if relay else "skipped"
         timings["total_s"] = time.perf_counter() - t0
         text = format_report(report)

@@ -31,3 +31,11 @@ def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
     except BaseException as exc:  # the task's own exception is re-raised by result()
         return is_transient(exc)
     return False
+
+
+# The retry policy of every task that writes to the store: three tries after a server outage.
+STORE_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": [1, 2, 4],
+    "retry_condition_fn": retry_on_transient,
+}

@@ -8,16 +8,10 @@ import asyncio
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from bloasis import pipeline
 from bloasis.config import Settings
 from bloasis.publish.kafka_options import client_options
 from bloasis.publish.relay import RelayError, RelayStats, relay_pending
 from bloasis.store.db import get_engine
-
-
-@task(name="refresh-cache", cache_policy=NO_CACHE)
-def refresh_cache(settings: Settings, model_version: str) -> str:
-    return pipeline.try_refresh_cache(get_engine(settings), settings, model_version)
 
 
 def run_relay(settings: Settings, *, max_events: int | None = None) -> RelayStats:

@@ -14,7 +14,7 @@ from bloasis.marketdata import MarketData
 from bloasis.regime.model import RegimeModel
 from bloasis.regime.types import RegimeResult
 from bloasis.store.db import get_engine
-from tasks.common import retry_on_transient
+from tasks.common import STORE_RETRIES
 
 
 @task(name="load-market-data", cache_policy=NO_CACHE)
@@ -39,9 +39,7 @@ def compute_regime(
 @task(
     name="persist-regime",
     cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=[1, 2, 4],
-    retry_condition_fn=retry_on_transient,
+    **STORE_RETRIES,
 )
 def persist_regime(settings: Settings, result: RegimeResult) -> pipeline.PersistOutcome:
     return pipeline.persist_regime(get_engine(settings), result)
@@ -50,9 +48,7 @@ def persist_regime(settings: Settings, result: RegimeResult) -> pipeline.Persist
 @task(
     name="warm-up-history",
     cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=[1, 2, 4],
-    retry_condition_fn=retry_on_transient,
+    **STORE_RETRIES,
     task_run_name="warm-up-history-{days}d-before-{as_of}",
 )
 def warm_up_history(

@@ -20,7 +20,7 @@ from bloasis.regime.types import RegimeResult
 from bloasis.store import strategies as store
 from bloasis.store.db import get_engine
 from bloasis.strategy.engine import ProfileBook
-from tasks.common import retry_on_transient
+from tasks.common import STORE_RETRIES
 
 
 def task_runner_for(settings: Settings) -> Any:
@@ -40,9 +40,7 @@ def task_runner_for(settings: Settings) -> Any:
 @task(
     name="sectors-and-profiles",
     cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=[1, 2, 4],
-    retry_condition_fn=retry_on_transient,
+    **STORE_RETRIES,
     task_run_name="sectors-and-profiles-{regime.as_of}",
 )
 def sectors_and_profiles(
@@ -69,9 +67,7 @@ def sectors_and_profiles(
 @task(
     name="load-users",
     cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=[1, 2, 4],
-    retry_condition_fn=retry_on_transient,
+    **STORE_RETRIES,
 )
 def load_users(settings: Settings, user_ids: Sequence[str] | None) -> list[store.StoredPreferences]:
     return strategy_run.load_users(get_engine(settings), user_ids)
@@ -93,9 +89,7 @@ def derive_users(
 @task(
     name="store-users",
     cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=[1, 2, 4],
-    retry_condition_fn=retry_on_transient,
+    **STORE_RETRIES,
 )
 def store_users(
     settings: Settings, chunks: Sequence[strategy_run.UserChunk]

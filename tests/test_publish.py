@@ -10,13 +10,14 @@ import redis
 from sqlalchemy import Engine, select
 
 from bloasis.config import Settings
-from bloasis.pipeline import persist_regime, refresh_cache
+from bloasis.pipeline import persist_regime
 from bloasis.publish.cache import REGIME_CURRENT_KEY, read_current_regime
 from bloasis.publish.events import ALERT_TOPIC, REGIME_TOPIC
 from bloasis.publish.relay import RelayError, relay_pending
 from bloasis.publish.topics import TOPICS, ensure_topics, list_topics
 from bloasis.store import outbox, runs
 from bloasis.store.models import OutboxRow
+from bloasis.strategy_run import publish_run
 from tests.factories import RUN_ID, regime
 from tests.kafka_util import consume_all
 
@@ -105,10 +106,12 @@ def test_cache_holds_latest_as_of_with_ttl(clean_db: Engine, stack_settings: Set
     r = redis.Redis.from_url(stack_settings.require("redis_url"))
     r.delete(REGIME_CURRENT_KEY)
     persist_regime(clean_db, regime(date(2022, 6, 1), "bear"))
-    refresh_cache(clean_db, stack_settings, "rules-v1")
+    publish_run(clean_db, stack_settings, model_version="rules-v1", as_of=date(2022, 6, 1),
+                with_strategies=False, users=None)  # fmt: skip
     # An older as-of stored later does not replace what is current.
     persist_regime(clean_db, regime(date(2022, 5, 1), "bull"))
-    refresh_cache(clean_db, stack_settings, "rules-v1")
+    publish_run(clean_db, stack_settings, model_version="rules-v1", as_of=date(2022, 5, 1),
+                with_strategies=False, users=None)  # fmt: skip
     cur = read_current_regime(r)
     assert cur is not None and (cur.as_of, cur.regime) == (date(2022, 6, 1), "bear")
     ttl = r.ttl(REGIME_CURRENT_KEY)

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, func, select
+from sqlalchemy import Connection, Select, Table, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from bloasis.store.models import (
@@ -44,6 +44,13 @@ _PK = cast(Table, PickRow.__table__)
 _SG = cast(Table, SignalRow.__table__)
 _UP = cast(Table, UserPreferencesRow.__table__)
 _US = cast(Table, UserStrategyRow.__table__)
+
+
+def _at_or_latest(q: Select[Any], table: Table, as_of: date | None) -> Select[Any]:
+    """Rows for `as_of`, or the one with the latest as-of when None."""
+    if as_of:
+        return q.where(table.c.as_of == as_of)
+    return q.order_by(table.c.as_of.desc()).limit(1)
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,7 @@ def get_sector_analysis(
 ) -> tuple[SectorAnalysis, Stored] | None:
     """The analysis for `as_of`, or the latest stored when None."""
     q = select(_SA).where(_SA.c.model_version == model_version)
-    q = q.where(_SA.c.as_of == as_of) if as_of else q.order_by(_SA.c.as_of.desc()).limit(1)
+    q = _at_or_latest(q, _SA, as_of)
     row = conn.execute(q).first()
     if row is None:
         return None
@@ -222,7 +229,7 @@ def get_profile_strategy(
 ) -> tuple[Strategy, list[dict[str, Any]], Stored] | None:
     """(strategy, book, provenance) for `as_of`, or the latest stored when None."""
     q = select(_ST).where(_ST.c.model_version == model_version, _ST.c.risk_profile == profile)
-    q = q.where(_ST.c.as_of == as_of) if as_of else q.order_by(_ST.c.as_of.desc()).limit(1)
+    q = _at_or_latest(q, _ST, as_of)
     row = conn.execute(q).first()
     if row is None:
         return None
@@ -439,7 +446,7 @@ def get_user_strategy(
     conn: Connection, model_version: str, user_id: str, as_of: date | None = None
 ) -> UserStrategyRecord | None:
     q = select(_US).where(_US.c.model_version == model_version, _US.c.user_id == user_id)
-    q = q.where(_US.c.as_of == as_of) if as_of else q.order_by(_US.c.as_of.desc()).limit(1)
+    q = _at_or_latest(q, _US, as_of)
     row = conn.execute(q).first()
     if row is None:
         return None
