@@ -28,7 +28,7 @@ class RegimeChangeEvent(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., previous_regime: _Optional[str] = ..., new_regime: _Optional[str] = ..., regime: _Optional[_Union[_common_pb2.MarketRegime, _Mapping]] = ...) -> None: ...
 
 class MarketAlertEvent(_message.Message):
-    __slots__ = ("event_id", "event_type", "occurred_at", "severity", "alert_type", "message", "as_of", "regime")
+    __slots__ = ("event_id", "event_type", "occurred_at", "severity", "alert_type", "message", "as_of", "regime", "age_seconds", "sla_seconds", "model_version")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,9 @@ class MarketAlertEvent(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     AS_OF_FIELD_NUMBER: _ClassVar[int]
     REGIME_FIELD_NUMBER: _ClassVar[int]
+    AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SLA_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     event_type: str
     occurred_at: _timestamp_pb2.Timestamp
@@ -45,7 +48,10 @@ class MarketAlertEvent(_message.Message):
     message: str
     as_of: str
     regime: _common_pb2.MarketRegime
-    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., severity: _Optional[str] = ..., alert_type: _Optional[str] = ..., message: _Optional[str] = ..., as_of: _Optional[str] = ..., regime: _Optional[_Union[_common_pb2.MarketRegime, _Mapping]] = ...) -> None: ...
+    age_seconds: float
+    sla_seconds: int
+    model_version: str
+    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., severity: _Optional[str] = ..., alert_type: _Optional[str] = ..., message: _Optional[str] = ..., as_of: _Optional[str] = ..., regime: _Optional[_Union[_common_pb2.MarketRegime, _Mapping]] = ..., age_seconds: _Optional[float] = ..., sla_seconds: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class StrategySignalEvent(_message.Message):
     __slots__ = ("event_id", "event_type", "occurred_at", "strategy_id", "as_of", "risk_profile", "user_id", "regime", "risk_level", "signals", "cash_weight", "profile_strategy_id")

@@ -88,9 +88,38 @@ def regime_events(previous: RegimeResult | None, current: RegimeResult) -> list[
             message=text,
             as_of=current.as_of.isoformat(),
             regime=pb,
+            model_version=current.model_version,
         )
         out.append(_event(ALERT_TOPIC, alert_type, "market_alert", eid, to_json(msg)))
     return out
+
+
+FRESHNESS_ALERT: Final = "freshness_sla_breach"
+
+
+def freshness_alert_event(
+    served: RegimeResult, *, age_seconds: float, sla_seconds: int, occurred_at: datetime
+) -> OutboxEvent:
+    """The served regime is older than the freshness SLA (`bloasis.freshness`). The id names the
+    served as-of: one event per breach, however many servers or restarts notice it."""
+    eid = f"{FRESHNESS_ALERT}:{served.model_version}:{served.as_of.isoformat()}"
+    msg = events_pb2.MarketAlertEvent(
+        event_id=eid,
+        event_type="market_alert",
+        occurred_at=ts(occurred_at),
+        severity="warning",
+        alert_type=FRESHNESS_ALERT,
+        message=(
+            f"served regime as of {served.as_of.isoformat()} is {age_seconds / 3600:.1f} h old "
+            f"(trading days), over the {sla_seconds / 3600:g} h freshness SLA"
+        ),
+        as_of=served.as_of.isoformat(),
+        regime=regime_to_pb(served),
+        age_seconds=round(age_seconds, 3),
+        sla_seconds=sla_seconds,
+        model_version=served.model_version,
+    )
+    return _event(ALERT_TOPIC, FRESHNESS_ALERT, "market_alert", eid, to_json(msg))
 
 
 def strategy_event(

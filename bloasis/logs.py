@@ -1,0 +1,95 @@
+"""Process logging: text (default) or JSON lines (BLOASIS_LOG_FORMAT=json), set up once by the CLI.
+
+A JSON line is one object: `ts` (UTC ISO 8601), `level`, `logger`, `message`, `run_id` when
+known, and `exc_info` for exceptions. The run id is the pipeline run id bound with `bind_run_id`
+or, failing that, what the registered run-id source says: the Prefect flows register one that
+reads the current flow run id (the daily pipeline and the backfill use that id as their
+pipeline run id), so this module knows nothing of Prefect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import IO, Final
+
+TEXT_FORMAT: Final = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+_RUN_ID: ContextVar[str | None] = ContextVar("bloasis_run_id", default=None)
+_run_id_source: Callable[[], str | None] | None = None
+
+
+@contextlib.contextmanager
+def bind_run_id(run_id: object) -> Iterator[None]:
+    """Log records made inside the block (this context and tasks copied from it) carry it."""
+    token = _RUN_ID.set(str(run_id))
+    try:
+        yield
+    finally:
+        _RUN_ID.reset(token)
+
+
+def set_run_id_source(source: Callable[[], str | None] | None) -> None:
+    """Where the run id comes from when none is bound (e.g. the orchestrator's current run)."""
+    global _run_id_source
+    _run_id_source = source
+
+
+def current_run_id() -> str | None:
+    bound = _RUN_ID.get()
+    if bound is not None or _run_id_source is None:
+        return bound
+    try:
+        return _run_id_source()
+    except Exception:  # a log line must never fail because of its run id
+        return None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        run_id = current_run_id()
+        if run_id is not None:
+            out["run_id"] = run_id
+        if record.exc_info:
+            out["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+_HANDLER_NAME: Final = "bloasis"
+
+
+def configure_logging(
+    level: str = "INFO", fmt: str = "text", *, stream: IO[str] | None = None
+) -> logging.Handler:
+    """Route every logger to one stderr handler in `fmt` at `level`; calling it again replaces
+    that handler (never adds a second). Before Prefect is imported, so Prefect keeps it."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+        old.close()
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Alembic announces each of its plugins at INFO on import, httpx every Prefect API request:
+    # noise on every command (and it would follow a failing command's one-line error).
+    for noisy in ("alembic.runtime.plugins", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return handler

@@ -1,0 +1,201 @@
+"""Prometheus metrics of the gRPC server and the outbox relay, and their HTTP endpoint.
+
+Every metric lives in prometheus_client's default registry (with its process_* and python_*
+collectors), so a process exposes one endpoint whatever it runs: `bloasis serve` on
+BLOASIS_METRICS_PORT, the looping `bloasis relay` on BLOASIS_RELAY_METRICS_PORT.
+
+Names and labels (README "Metrics and alerts"):
+- bloasis_grpc_requests_total{method,code}: API calls as they end (streams included);
+- bloasis_grpc_request_duration_seconds{method,code}: unary call latency;
+- bloasis_cache_lookups_total{kind,layer,result}: where latest reads were answered
+  (layer snapshot|redis|postgres, result hit|miss);
+- bloasis_watch_subscribers: open WatchRegime streams;
+- bloasis_snapshot_age_seconds{snapshot}: since each in-process snapshot was last confirmed
+  against PostgreSQL (computed at scrape time);
+- bloasis_served_regime_age_seconds, bloasis_served_regime_as_of_timestamp_seconds,
+  bloasis_freshness_sla_seconds, bloasis_freshness_breach, bloasis_freshness_alerts_total:
+  the freshness SLA (`bloasis.freshness`);
+- bloasis_outbox_backlog, bloasis_relay_events_published_total, bloasis_relay_batches_total,
+  bloasis_relay_failures_total{kind}, bloasis_relay_last_success_timestamp_seconds: the relay.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# No `*_created` series next to each counter: nothing here reads them.
+disable_created_metrics()
+
+# --- gRPC server -------------------------------------------------------------------------------
+
+GRPC_REQUESTS: Final = Counter(
+    "bloasis_grpc_requests",
+    "gRPC API calls handled, by full method name and final status code",
+    ["method", "code"],
+)
+GRPC_LATENCY: Final = Histogram(
+    "bloasis_grpc_request_duration_seconds",
+    "Latency of unary gRPC API calls (streams are counted, not timed), by method and code",
+    ["method", "code"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+CACHE_LOOKUPS: Final = Counter(
+    "bloasis_cache_lookups",
+    "Latest-value reads by what was read (regime, sectors, strategy, user_strategy), the layer "
+    "consulted (snapshot, redis, postgres) and the result (hit, miss)",
+    ["kind", "layer", "result"],
+)
+WATCH_SUBSCRIBERS: Final = Gauge("bloasis_watch_subscribers", "WatchRegime streams open now")
+SERVED_REGIME_AGE: Final = Gauge(
+    "bloasis_served_regime_age_seconds",
+    "Age of the served regime since its session's close, counting exchange trading days only "
+    "(what the freshness SLA is compared with)",
+)
+SERVED_REGIME_AS_OF: Final = Gauge(
+    "bloasis_served_regime_as_of_timestamp_seconds",
+    "Close (16:00 America/New_York) of the served regime's as-of session, as a Unix time",
+)
+FRESHNESS_SLA: Final = Gauge(
+    "bloasis_freshness_sla_seconds", "BLOASIS_FRESHNESS_SLA_SECONDS (0: the check is off)"
+)
+FRESHNESS_BREACH: Final = Gauge(
+    "bloasis_freshness_breach", "1 while the served regime is older than the freshness SLA"
+)
+FRESHNESS_ALERTS: Final = Counter(
+    "bloasis_freshness_alerts", "Freshness alert events queued (one per breach)"
+)
+
+# --- relay -------------------------------------------------------------------------------------
+
+OUTBOX_BACKLOG: Final = Gauge(
+    "bloasis_outbox_backlog", "Unpublished outbox events, as last read by the relay"
+)
+RELAY_PUBLISHED: Final = Counter(
+    "bloasis_relay_events_published", "Outbox events the broker acknowledged"
+)
+RELAY_BATCHES: Final = Counter("bloasis_relay_batches", "Batches the relay committed")
+RELAY_FAILURES: Final = Counter(
+    "bloasis_relay_failures",
+    "Failed relay attempts, by kind (the exception class, or gave_up when a relay ran out of "
+    "attempts)",
+    ["kind"],
+)
+RELAY_LAST_SUCCESS: Final = Gauge(
+    "bloasis_relay_last_success_timestamp_seconds", "When a relay last finished without error"
+)
+
+
+def record_relay_success(published: int, batches: int, pending: int) -> None:
+    RELAY_PUBLISHED.inc(published)
+    RELAY_BATCHES.inc(batches)
+    OUTBOX_BACKLOG.set(pending)
+    RELAY_LAST_SUCCESS.set(datetime.now(UTC).timestamp())
+
+
+def record_relay_failure(kind: str) -> None:
+    RELAY_FAILURES.labels(kind).inc()
+
+
+def cache_lookup(kind: str, layer: str, hit: bool) -> None:
+    CACHE_LOOKUPS.labels(kind, layer, "hit" if hit else "miss").inc()
+
+
+# --- snapshot ages, computed when scraped --------------------------------------------------------
+
+
+class _SnapshotAges(Collector):
+    """Seconds since each live snapshot was confirmed against the store. Snapshots are held
+    weakly (tests start many servers in one process); one name seen twice reports the oldest."""
+
+    def __init__(self) -> None:
+        self._snapshots: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def track(self, snapshot: Any) -> None:
+        with self._lock:
+            self._snapshots.add(snapshot)
+
+    def forget(self, snapshot: Any) -> None:
+        with self._lock:
+            self._snapshots.discard(snapshot)
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "bloasis_snapshot_age_seconds",
+            "Seconds since the in-process snapshot was last confirmed against PostgreSQL",
+            labels=["snapshot"],
+        )
+        now = datetime.now(UTC)
+        ages: dict[str, float] = {}
+        with self._lock:
+            snapshots = list(self._snapshots)
+        for snap in snapshots:
+            at = snap.refreshed_at
+            if at is not None:
+                ages[snap.name] = max(ages.get(snap.name, 0.0), (now - at).total_seconds())
+        for name, age in sorted(ages.items()):
+            family.add_metric([name], age)
+        yield family
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return []  # no fixed series: never checked for name clashes, collected on each scrape
+
+
+SNAPSHOT_AGES: Final = _SnapshotAges()
+REGISTRY.register(SNAPSHOT_AGES)
+
+
+# --- the HTTP endpoint ------------------------------------------------------------------------
+
+
+@dataclass
+class MetricsEndpoint:
+    """A running /metrics endpoint (a daemon thread); `close()` frees its port."""
+
+    host: str
+    port: int
+    _server: WSGIServer
+    _thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def start_metrics_endpoint(host: str = "127.0.0.1", port: int = 0) -> MetricsEndpoint:
+    """Serve the default registry over HTTP on host:port (0: a free port, as tests want);
+    `.port` is the port bound. Raises OSError when the port is taken."""
+    server, thread = start_http_server(port, addr=host)
+    return MetricsEndpoint(host, int(server.server_port), server, thread)
+
+
+def iter_samples(text: str) -> Iterator[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of every sample in a Prometheus text exposition (tests, status)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            yield sample.name, dict(sample.labels), float(sample.value)
