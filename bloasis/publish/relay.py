@@ -20,8 +20,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.producer.message_accumulator import BatchBuilder
 from sqlalchemy import Engine
 
+from bloasis import metrics
+from bloasis.publish.partitioning import partitions_for_keys
 from bloasis.publish.topics import ensure_topics
 from bloasis.store import outbox
 
@@ -57,15 +60,47 @@ def make_producer(
 
 
 async def _send_batch(producer: AIOKafkaProducer, batch: list[outbox.PendingEvent]) -> None:
-    futures = []
-    for p in batch:
+    """Send `batch` as one record batch per partition (fewer Python calls and futures than a
+    `send()` per event) and wait for the broker's acks.
+
+    The partition of each key is what `send()` would pick (the producer's default partitioner:
+    murmur2 of the key over all partitions, `bloasis.publish.partitioning`), so a key always
+    lands on the same partition, and each partition's records are appended in id order; a
+    partition's next batch is only queued once the previous one was sent, so the broker
+    receives them in order.
+    """
+    partitions: dict[str, list[int]] = {}
+    for topic in {p.event.topic for p in batch}:
+        partitions[topic] = sorted(await producer.partitions_for(topic))
+    keys = [p.event.key.encode() for p in batch]
+    by_topic: dict[str, list[int]] = {}
+    for i, p in enumerate(batch):
+        by_topic.setdefault(p.event.topic, []).append(i)
+    part_of = [0] * len(batch)
+    for topic, idx in by_topic.items():
+        for i, part in zip(
+            idx, partitions_for_keys([keys[i] for i in idx], partitions[topic]), strict=True
+        ):
+            part_of[i] = part
+    builders: dict[tuple[str, int], BatchBuilder] = {}
+    futures: list[asyncio.Future[Any]] = []
+    for p, key, part in zip(batch, keys, part_of, strict=True):
         e = p.event
+        value = e.payload.encode()
         headers = [(k, v.encode()) for k, v in sorted(e.headers.items())]
-        futures.append(
-            await producer.send(
-                e.topic, value=e.payload.encode(), key=e.key.encode(), headers=headers
-            )
-        )
+        tp = (e.topic, part)
+        builder = builders.get(tp)
+        if builder is None:
+            builder = builders[tp] = producer.create_batch()
+        if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+            # Full (max_batch_size): queue it and start the next one for this partition.
+            futures.append(await producer.send_batch(builder, tp[0], partition=tp[1]))
+            builder = builders[tp] = producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                raise RelayError(f"outbox event {e.event_id} does not fit in a record batch")
+    for (topic, partition), builder in builders.items():
+        if builder.record_count():
+            futures.append(await producer.send_batch(builder, topic, partition=partition))
     await asyncio.gather(*futures)
 
 
@@ -90,15 +125,20 @@ async def relay_pending(
             )
             with engine.connect() as conn:
                 pending = outbox.backlog(conn)
+            metrics.record_relay_success(published, batches, pending)
             return RelayStats(published, batches, pending, time.perf_counter() - t0)
         except (TimeoutError, KafkaError, OSError) as exc:
             last_exc = exc
+            metrics.record_relay_failure(type(exc).__name__)
             log.warning("relay attempt %d/%d failed: %r", attempt, attempts, exc)
             if attempt < attempts:
                 await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+    metrics.record_relay_failure("gave_up")
     try:
         with engine.connect() as conn:
-            left = f"{outbox.backlog(conn)} events stay in the outbox"
+            backlog = outbox.backlog(conn)
+        metrics.OUTBOX_BACKLOG.set(backlog)
+        left = f"{backlog} events stay in the outbox"
     except Exception:  # the store may be down too; the events are safe either way
         left = "events stay in the outbox"
     raise RelayError(

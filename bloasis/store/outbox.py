@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Final, cast
 
 from sqlalchemy import Connection, Table, func, select, text, update
@@ -69,32 +68,37 @@ def lock_relay(conn: Connection) -> None:
     conn.execute(text("SELECT pg_advisory_xact_lock(:c, :k)"), RELAY_LOCK)
 
 
+_CLAIM: Final = (
+    "SELECT id, event_id, topic, key, payload, headers, attempts FROM outbox "
+    "WHERE published_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+
+
 def claim_pending(conn: Connection, limit: int) -> list[PendingEvent]:
     """Lock the oldest unpublished events; concurrent relays skip each other's rows."""
-    rows = conn.execute(
-        select(
-            _T.c.id, _T.c.event_id, _T.c.topic, _T.c.key, _T.c.payload, _T.c.headers, _T.c.attempts
-        )
-        .where(_T.c.published_at.is_(None))
-        .order_by(_T.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
-    return [
-        PendingEvent(
-            r.id, OutboxEvent(r.event_id, r.topic, r.key, r.payload, r.headers), r.attempts
-        )
-        for r in rows
-    ]
+    # A backlog just inserted in bulk is not analyzed yet: with its stale estimate the planner
+    # sorts every pending row for each claim (~0.5 s per claim at 100k pending) instead of
+    # walking ix_outbox_pending in id order (~5 ms). Scoped to this transaction.
+    conn.exec_driver_sql("SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off")
+    # The driver's cursor, in the caller's transaction: thousands of rows per claim, and
+    # SQLAlchemy's result layer would double the cost of reading them.
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur:
+        cur.execute(_CLAIM, (limit,))
+        rows = cur.fetchall()
+    return [PendingEvent(r[0], OutboxEvent(r[1], r[2], r[3], r[4], r[5]), r[6]) for r in rows]
+
+
+_MARK_PUBLISHED: Final = text(
+    "UPDATE outbox SET published_at = now(), last_error = NULL WHERE id = ANY(:ids)"
+)
 
 
 def mark_published(conn: Connection, ids: Sequence[int]) -> None:
+    # One array parameter: an IN list of thousands of bound values costs more to build and parse.
     if ids:
-        conn.execute(
-            update(_T)
-            .where(_T.c.id.in_(ids))
-            .values(published_at=datetime.now(UTC), last_error=None)
-        )
+        conn.execute(_MARK_PUBLISHED, {"ids": list(ids)})
 
 
 def mark_failed(conn: Connection, ids: Sequence[int], error: str) -> None:
