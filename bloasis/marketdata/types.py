@@ -196,7 +196,11 @@ def _index_days(idx: pd.Index) -> np.ndarray:
     return np.asarray(idx.values.astype("datetime64[D]").astype(np.int64))
 
 
-def _canonical_chunks(a: np.ndarray) -> Iterator[bytes]:
+_F8 = np.dtype("<f8")
+_NAN_BITS = np.array(np.nan, dtype="<f8").view(np.uint64)  # what `chunk[nan] = np.nan` writes
+
+
+def _canonical_chunks(a: np.ndarray) -> Iterator[bytes | memoryview]:
     """Yield the bytes of `a` (1-D, or 2-D hashed column by column) with NaNs canonicalized."""
     if a.dtype == np.bool_:
         yield np.ascontiguousarray(a, dtype=np.uint8).tobytes()
@@ -206,16 +210,27 @@ def _canonical_chunks(a: np.ndarray) -> Iterator[bytes]:
         a = a[:, None]
     t = a.T  # symbol-major: a view (no copy) for the usual column-block layout
     for i in range(0, t.shape[0], _HASH_CHUNK):
-        chunk = np.array(t[i : i + _HASH_CHUNK], dtype="<f8", order="C")
-        chunk[np.isnan(chunk)] = np.nan
-        yield chunk.tobytes()
+        block = t[i : i + _HASH_CHUNK]
+        nan = np.isnan(block)
+        if (
+            block.flags.c_contiguous
+            and block.dtype == _F8
+            and (not nan.any() or bool((block.view(np.uint64)[nan] == _NAN_BITS).all()))
+        ):
+            # Already the canonical bytes (the layout the bars store loads into): hashed in
+            # place, no copy (the hash objects take any C-contiguous buffer).
+            yield block.data
+            continue
+        chunk = np.array(block, dtype="<f8", order="C")
+        chunk[nan] = np.nan
+        yield chunk.data
 
 
 def _hash_frame(h: hashlib._Hash, name: str, df: pd.DataFrame) -> None:
     h.update(f"{name}\0{df.shape}\0".encode())
     h.update("\0".join(str(c) for c in df.columns).encode() + b"\0")
     h.update(_index_days(df.index).tobytes())
-    dtypes = {str(t) for t in df.dtypes}
+    dtypes = {str(t) for t in set(df.dtypes)}  # str() once per distinct dtype, not per column
     if len(dtypes) == 1 and "bool" not in dtypes:
         for b in _canonical_chunks(df.to_numpy(dtype=np.float64)):
             h.update(b)

@@ -159,6 +159,39 @@ _OHLC_DETAIL = {
 }
 
 
+# Columns per block in `_bars_clean`: a block of every matrix and its temporaries stays in cache.
+_CLEAN_BLOCK = 64
+
+
+def _bars_clean(c: np.ndarray, arrays: dict[str, np.ndarray]) -> bool:
+    """True when no cell rule of `_check_matrix_frames` fires. The same rules, checked column
+    block by column block: on 5,000 x 2,500 matrices the full-size temporaries of the rules
+    (bool and float matrices of 100 MB) cost more than the comparisons, and clean data is the
+    common case; the issue lists are built (over whole matrices) only when this says no."""
+    o, h, lo, cl = (arrays.get(k) for k in ("open", "high", "low", "close"))
+    rows = np.arange(c.shape[0])[:, None]
+    with np.errstate(invalid="ignore"):
+        for j in range(0, c.shape[1], _CLEAN_BLOCK):
+            b = slice(j, j + _CLEAN_BLOCK)
+            cb = c[:, b]
+            finite = np.isfinite(cb)
+            has_any = finite.any(axis=0)
+            first = np.where(has_any, finite.argmax(axis=0), cb.shape[0])
+            last = np.where(has_any, cb.shape[0] - 1 - finite[::-1].argmax(axis=0), -1)
+            inside = (rows >= first[None, :]) & (rows <= last[None, :])
+            # NaN inside a symbol's history, infinite anywhere, non-positive.
+            if (inside & ~finite).any() or np.isinf(cb).any() or (cb <= 0).any():
+                return False
+            for name, a in arrays.items():
+                ab = a[:, b]
+                if np.isinf(ab).any() or ((ab < 0) if name == "volume" else (ab <= 0)).any():
+                    return False
+            masks = _ohlc_masks(*(None if x is None else x[:, b] for x in (o, h, lo, cl)))
+            if any(m.any() for m in masks.values()):
+                return False
+    return True
+
+
 def _check_matrix_frames(
     closes: pd.DataFrame, ohlcv: dict[str, pd.DataFrame] | None, dates: np.ndarray
 ) -> tuple[list[DataIssue], np.ndarray | None]:
@@ -166,10 +199,15 @@ def _check_matrix_frames(
     bars to blank (None when clean)."""
     symbols = [str(s) for s in closes.columns]
     issues: list[DataIssue] = []
-    bad = np.zeros(closes.shape, dtype=bool)
     c = closes.to_numpy(dtype=np.float64)
     if c.size == 0:
         return issues, None
+    arrays: dict[str, np.ndarray] = {
+        k: v.to_numpy(dtype=np.float64) for k, v in (ohlcv or {}).items()
+    }
+    if _bars_clean(c, arrays):
+        return issues, None
+    bad = np.zeros(closes.shape, dtype=bool)
     finite = np.isfinite(c)
     isinf = np.isinf(c)
     # A missing close is allowed before a symbol's first bar and after its last (listing,
@@ -195,7 +233,6 @@ def _check_matrix_frames(
         bad |= nonpos
 
     if ohlcv:
-        arrays: dict[str, np.ndarray] = {k: v.to_numpy(dtype=np.float64) for k, v in ohlcv.items()}
         for name, a in arrays.items():
             inf = np.isinf(a)
             if inf.any():

@@ -84,6 +84,47 @@ class ProfileBook:
         return profile_strategy(self)
 
 
+@dataclass(frozen=True, eq=False)
+class PriceInputs:
+    """The last `WINDOW` sessions of `symbols` (those trading on the last session), as the
+    factors and indicators take them: adjusted closes, high and low adjusted by the day's
+    adjusted/raw close ratio (closes-only data: high = low = close), the raw close and the
+    dollar volume (None without volume)."""
+
+    symbols: list[str]
+    closes: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    raw_close: np.ndarray
+    dollar_volume: np.ndarray | None
+
+
+def price_inputs(view: MarketData, symbols: list[str]) -> PriceInputs:
+    """`PriceInputs` of `symbols` at the last row of `view` (cut it at the as-of first)."""
+    cands = list(symbols)
+    closes = view.closes[cands].iloc[-WINDOW:].to_numpy(dtype=np.float64)
+    if len(closes) and np.isnan(closes[-1]).any():  # only symbols trading on the as-of session
+        keep = np.flatnonzero(~np.isnan(closes[-1]))
+        cands, closes = [cands[j] for j in keep], closes[:, keep]
+    high = low = raw_close = closes
+    dollar_volume = None
+    if view.ohlcv is not None and cands:
+        raw = {k: view.ohlcv[k][cands].iloc[-WINDOW:].to_numpy(np.float64) for k in view.ohlcv}
+        raw_close = (
+            np.where(np.isnan(raw["close"]), closes, raw["close"]) if "close" in raw else closes
+        )
+        adj = closes / raw_close  # the day's adjustment factor
+
+        def adjusted(name: str) -> np.ndarray:
+            a = raw.get(name)
+            return closes if a is None else np.where(np.isnan(a), closes, a * adj)
+
+        high, low = adjusted("high"), adjusted("low")
+        if "volume" in raw:
+            dollar_volume = raw_close * raw["volume"]
+    return PriceInputs(cands, closes, high, low, raw_close, dollar_volume)
+
+
 def _sector_of(md: MarketData, symbols: list[str]) -> list[str]:
     return [str(s) for s in md.sectors.reindex(symbols).to_numpy()]
 
@@ -115,27 +156,9 @@ def build_profile_book(
         )
     view = md.as_of(as_of)
     listed = set(view.symbols)
-    cands = [s for s in analysis.candidates if s in listed]
-    closes = view.closes[cands].iloc[-WINDOW:].to_numpy(dtype=np.float64)
-    if len(closes) and np.isnan(closes[-1]).any():  # only symbols trading on the as-of session
-        keep = np.flatnonzero(~np.isnan(closes[-1]))
-        cands, closes = [cands[j] for j in keep], closes[:, keep]
-    high = low = raw_close = closes
-    dollar_volume = None
-    if view.ohlcv is not None and cands:
-        raw = {k: view.ohlcv[k][cands].iloc[-WINDOW:].to_numpy(np.float64) for k in view.ohlcv}
-        raw_close = (
-            np.where(np.isnan(raw["close"]), closes, raw["close"]) if "close" in raw else closes
-        )
-        adj = closes / raw_close  # the day's adjustment factor
-
-        def adjusted(name: str) -> np.ndarray:
-            a = raw.get(name)
-            return closes if a is None else np.where(np.isnan(a), closes, a * adj)
-
-        high, low = adjusted("high"), adjusted("low")
-        if "volume" in raw:
-            dollar_volume = raw_close * raw["volume"]
+    px = price_inputs(view, [s for s in analysis.candidates if s in listed])
+    cands, closes, high, low, raw_close = px.symbols, px.closes, px.high, px.low, px.raw_close
+    dollar_volume = px.dollar_volume
     entry = raw_close[-1]
 
     table = compute_factors(
