@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -149,10 +150,12 @@ class Harness:
         return ch
 
     async def close(self) -> None:
+        # Bounded: grpcio's aio channel close can, rarely, wait forever (seen at teardown).
         for ch in self.channels:
-            await ch.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ch.close(), 5)
         for srv in self.servers:
-            await srv.stop(0)
+            await asyncio.wait_for(srv.stop(0), 30)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from bloasis.config import Settings
@@ -257,24 +258,23 @@ def _seed_world(w: World) -> None:
             conn, UserPreferences(w.user, "moderate", ("Health Care",), (), Decimal("0.0800"))
         )
         upsert_preferences(conn, UserPreferences(w.user_no_strategy, "aggressive"))
-        upsert_user_strategies(
-            conn,
-            [
-                UserStrategyRecord(
-                    user_id=w.user,
-                    as_of=d,
-                    model_version=w.mv,
-                    profile_strategy_id=f"moderate:{d.isoformat()}:{w.mv}",
-                    preferences_version=prefs.version,
-                    run_id=w.run_id,
-                    positions=w.user_positions(d),
-                    cash_weight=Decimal("0.8450") if d == D2 else Decimal("0.9500"),
-                    computed_at=AT,
-                )
-                for d in (D1, D2)
-            ],
-        )
+        upsert_user_strategies(conn, [_user_strategy(w, d, prefs.version) for d in (D1, D2)])
         outbox.notify_results(conn, f"strategy:{D2.isoformat()}")
+
+
+def _user_strategy(w: World, d: date, preferences_version: int) -> UserStrategyRecord:
+    """The seeded user's stored strategy of `d` (the moderate profile's, re-weighted)."""
+    return UserStrategyRecord(
+        user_id=w.user,
+        as_of=d,
+        model_version=w.mv,
+        profile_strategy_id=f"moderate:{d.isoformat()}:{w.mv}",
+        preferences_version=preferences_version,
+        run_id=w.run_id,
+        positions=w.user_positions(d),
+        cash_weight=Decimal("0.8450") if d == D2 else Decimal("0.9500"),
+        computed_at=AT,
+    )
 
 
 def _drop_users(w: World) -> None:
@@ -435,9 +435,13 @@ def _redis_user_value(w: World, as_of: date) -> str:
 
 
 async def test_user_strategy_is_expanded_with_the_profile_book(
-    world: tuple[World, Stubs],
+    world: tuple[World, Stubs], harness: Harness
 ) -> None:
-    w, stubs = world
+    w, _ = world
+    # The in-process answer cache off: every call reads Redis, so the values this test writes
+    # behind the server's back are served at once (the cache: test_user_strategy_answer_cache).
+    srv, _ = await harness.start(w.settings.model_copy(update={"user_strategy_cache_seconds": 0}))
+    stubs = _stubs(harness, srv)
     r = make_redis(w.settings.require("redis_url"))
     try:
         resp = await stubs.strategy.GetStrategy(st_pb.GetStrategyRequest(user_id=w.user), timeout=5)
@@ -491,6 +495,100 @@ async def test_user_strategy_is_expanded_with_the_profile_book(
     finally:
         r.delete(user_key(w.user))
         r.close()
+
+
+def _user_cache_hits() -> float:
+    got = REGISTRY.get_sample_value(
+        "bloasis_cache_lookups_total",
+        {"kind": "user_strategy", "layer": "snapshot", "result": "hit"},
+    )
+    return got or 0.0
+
+
+async def test_user_strategy_answer_cache(stack_settings: Settings, harness: Harness) -> None:
+    """BLOASIS_USER_STRATEGY_CACHE_SECONDS: a user's unfiltered answer is reused in process
+    (served_from "snapshot") until its TTL, an UpdatePreferences of that user or a new run."""
+    w = _new_world(stack_settings)
+
+    def seed(d: date, first: bool) -> None:
+        with engine_for(w.settings.require("database_url")).begin() as conn:
+            if first:
+                _start_run(conn, w)
+            _seed_day(conn, w, w.regimes[d])
+            prefs = upsert_preferences(conn, UserPreferences(w.user, "moderate"))
+            upsert_user_strategies(conn, [_user_strategy(w, d, prefs.version)])
+            outbox.notify_results(conn, f"strategy:{d.isoformat()}")
+
+    await asyncio.to_thread(seed, D1, True)
+    r = make_redis(w.settings.require("redis_url"))
+    try:
+        # A TTL no test outlasts, and a 60 s poll: only NOTIFY refreshes the snapshot.
+        long = w.settings.model_copy(update={"user_strategy_cache_seconds": 3600})
+        srv, _ = await harness.start(long, poll_interval=60.0)
+        s = _stubs(harness, srv)
+        await _until(lambda: srv.refresher.listening, "LISTEN", 5)
+        req = st_pb.GetStrategyRequest(user_id=w.user)
+
+        first = await s.strategy.GetStrategy(req, timeout=5)
+        assert (first.served_from, first.strategy.as_of) == ("postgres", "2022-12-27")
+        assert list(first.strategy.signals) == _expected_user_signals(w, D1)
+        hits = _user_cache_hits()
+        again = await s.strategy.GetStrategy(req, timeout=5)
+        assert again.served_from == "snapshot"
+        assert (again.strategy, again.regime) == (first.strategy, first.regime)
+        assert _user_cache_hits() == hits + 1
+        # Filtered or dated requests are not cached: read as before.
+        dated = await s.strategy.GetStrategy(
+            st_pb.GetStrategyRequest(user_id=w.user, as_of="2022-12-27"), timeout=5
+        )
+        assert dated.served_from == "postgres"
+        only = await s.strategy.GetStrategy(
+            st_pb.GetStrategyRequest(user_id=w.user, symbols=["CVX"]), timeout=5
+        )
+        assert only.served_from == "postgres" and [g.symbol for g in only.strategy.signals] == [
+            "CVX"
+        ]
+
+        # Redis changed behind the server's back: not read while the answer is valid ...
+        r.set(user_key(w.user), _redis_user_value(w, D1), ex=60)
+        assert (await s.strategy.GetStrategy(req, timeout=5)).served_from == "snapshot"
+        # ... but an UpdatePreferences of that user here drops it at once.
+        await s.strategy.UpdatePreferences(
+            _prefs_req(user_id=w.user, risk_profile="moderate", max_single_position="0.09"),
+            timeout=5,
+        )
+        reread = await s.strategy.GetStrategy(req, timeout=5)
+        assert reread.served_from == "redis" and reread.strategy == first.strategy
+        assert (await s.strategy.GetStrategy(req, timeout=5)).served_from == "snapshot"
+
+        # A new run (NOTIFY, snapshot swapped) drops every answer: D2 is served at once (the
+        # Redis value names D1's profile strategy, no longer the latest: PostgreSQL).
+        await asyncio.to_thread(seed, D2, False)
+
+        def swapped() -> bool:
+            latest = srv.strategy.snapshot.value
+            return latest is not None and latest["moderate"].strategy.as_of == D2
+
+        await _until(swapped, "the snapshot to swap", 10)
+        new = await s.strategy.GetStrategy(req, timeout=5)
+        assert (new.served_from, new.strategy.as_of) == ("postgres", "2022-12-28")
+        assert list(new.strategy.signals) == _expected_user_signals(w, D2)
+        assert new.regime == regime_to_pb(w.regimes[D2])
+
+        # A short TTL: past it, a changed Redis value is read again.
+        short = w.settings.model_copy(update={"user_strategy_cache_seconds": 0.2})
+        srv2, _ = await harness.start(short)
+        s2 = _stubs(harness, srv2)
+        before = await s2.strategy.GetStrategy(req, timeout=5)
+        assert (before.served_from, before.strategy) == ("postgres", new.strategy)
+        r.set(user_key(w.user), _redis_user_value(w, D2), ex=60)
+        await asyncio.sleep(0.3)
+        after = await s2.strategy.GetStrategy(req, timeout=5)
+        assert after.served_from == "redis" and after.strategy == new.strategy
+    finally:
+        r.delete(user_key(w.user))
+        r.close()
+        await asyncio.to_thread(_drop_users, w)
 
 
 # --- sector analysis ---------------------------------------------------------------------------

@@ -10,6 +10,10 @@ of `bloasis.serve.strategy_service`) the server exposes `grpc.health.v1.Health` 
 and "" are SERVING while PostgreSQL answers; Redis is optional and does not count for them: the
 separate name `bloasis.cache` reports it, NOT_SERVING meaning degraded) and server reflection.
 
+Every API call is counted and timed in `_unary`/`_server_stream` (`bloasis.metrics`; /metrics on
+BLOASIS_METRICS_PORT when run by `serve`), and the health loop also checks the served regime
+against the freshness SLA (`check_freshness`: one alert event per breach, via the outbox).
+
 Entry points: `serve(settings, ready=...)` runs until SIGTERM/SIGINT or cancellation;
 `start_server(settings, "127.0.0.1:0")` starts one in-process (tests) and returns the
 `RegimeServer`, whose `.port`/`.address` say where it listens and `.stop()` shuts it down.
@@ -21,10 +25,12 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import gc
 import json
 import logging
 import re
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +39,7 @@ from typing import Any, Final, TypeVar
 
 import grpc
 import redis
+import redis.asyncio as aredis
 from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
@@ -43,16 +50,20 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from bloasis import metrics
 from bloasis.config import Settings
+from bloasis.freshness import Freshness, FreshnessMonitor, session_close
 from bloasis.pb import market_regime_pb2 as mr_pb
 from bloasis.publish.cache import make_redis, read_current_regime
+from bloasis.publish.events import freshness_alert_event
 from bloasis.regime.model import resolve_model
 from bloasis.regime.types import RegimeResult
 from bloasis.serve.auth import ServerSecurity
 from bloasis.serve.snapshot import Snapshot, StoreRefresher
+from bloasis.store import outbox
 from bloasis.store.db import engine_for
 from bloasis.store.regimes import latest_regime, regime_history
-from bloasis.wire import regime_to_pb, ts
+from bloasis.wire import regime_to_pb
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +111,10 @@ def _show(value: str, limit: int = 40) -> str:
 
 
 def _now_ts() -> Timestamp:
-    return ts(datetime.now(UTC))
+    # From the integer clock: Timestamp.FromDatetime is pure Python and showed in the profile
+    # of the GetCurrentRegime hot path (~25% of the handler).
+    ns = time.time_ns()
+    return Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,6 +134,7 @@ class StoreAccess:
         # than the engine's connection pool (5 + 5 overflow).
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bloasis-store")
         self._redis: redis.Redis | None = None
+        self._aredis: aredis.Redis | None = None  # the per-call GETs of the hot path
         self._probes: dict[str, asyncio.Future[None]] = {}
 
     @property
@@ -179,6 +194,33 @@ class StoreAccess:
         except Exception as exc:  # a cache must never fail a read
             log.warning("Redis read failed while %s: %s", what, exc)
             return None
+
+    async def redis_get(self, key: str, what: str) -> bytes | None:
+        """GET `key` on the event loop (redis.asyncio: no thread hop per call); like
+        `redis_call`, any failure is a miss (logged)."""
+        if not self.settings.redis_url:
+            return None
+        try:
+            if self._aredis is None:
+                self._aredis = aredis.Redis.from_url(
+                    self.settings.require("redis_url"),
+                    socket_timeout=1.0,
+                    socket_connect_timeout=1.0,
+                    health_check_interval=30,
+                )
+            # Bounded by the client's socket timeouts (a wait_for would cost a task per call).
+            got = await self._aredis.get(key)
+        except Exception as exc:  # a cache must never fail a read
+            log.warning("Redis read failed while %s: %s", what, exc)
+            return None
+        return got if isinstance(got, bytes) else None
+
+    async def aclose(self) -> None:
+        """Close the asyncio Redis client (before `close`)."""
+        if self._aredis is not None:
+            with contextlib.suppress(Exception):
+                await self._aredis.aclose()
+            self._aredis = None
 
     async def ping(self, timeout: float) -> bool:
         """True if PostgreSQL answers `SELECT 1` within `timeout`."""
@@ -364,6 +406,10 @@ class MarketRegimeServicer:
         self.store = store
         self.snapshot = snapshot
         self.refresher = refresher
+        # The last value served and its message: the snapshot swaps values and never mutates
+        # them, so the hot path converts each new regime once, not on every call.
+        # (value, served_from) -> the response without served_at, serialised once per value.
+        self._pb_memo: tuple[RegimeResult, str, bytes] | None = None
 
     def load_current(self) -> RegimeResult | None:
         """Blocking: the regime with the latest as-of stored for this model version."""
@@ -372,6 +418,7 @@ class MarketRegimeServicer:
 
     async def _read_current_pg(self, context: Any) -> RegimeResult | None:
         value = await self.store.call(self.load_current, context, "reading the current regime")
+        metrics.cache_lookup("regime", SERVED_FROM_POSTGRES, value is not None)
         if value != self.snapshot.value:
             # Fresher than the snapshot (a missed notification?): let the refresher swap it, so
             # the snapshot has a single writer and can never go backwards.
@@ -385,10 +432,15 @@ class MarketRegimeServicer:
         return value
 
     async def current(self, context: Any) -> tuple[RegimeResult | None, str]:
-        if (value := self.snapshot.value) is not None:
+        value = self.snapshot.value
+        metrics.cache_lookup("regime", SERVED_FROM_SNAPSHOT, value is not None)
+        if value is not None:
             return value, SERVED_FROM_SNAPSHOT
-        if (value := await self._read_current_redis()) is not None:
-            return value, SERVED_FROM_REDIS
+        if self.settings.redis_url:
+            value = await self._read_current_redis()
+            metrics.cache_lookup("regime", SERVED_FROM_REDIS, value is not None)
+            if value is not None:
+                return value, SERVED_FROM_REDIS
         return await self._read_current_pg(context), SERVED_FROM_POSTGRES
 
     def _not_found(self) -> RequestError:
@@ -397,9 +449,7 @@ class MarketRegimeServicer:
             f"no regime stored yet for model {self.model_version}; run the pipeline",
         )
 
-    async def GetCurrentRegime(
-        self, request: mr_pb.GetCurrentRegimeRequest, context: Any
-    ) -> mr_pb.GetCurrentRegimeResponse:
+    async def GetCurrentRegime(self, request: mr_pb.GetCurrentRegimeRequest, context: Any) -> bytes:
         check_user_id(request.user_id)
         if request.force_refresh:
             value, source = await self._read_current_pg(context), SERVED_FROM_POSTGRES
@@ -407,9 +457,13 @@ class MarketRegimeServicer:
             value, source = await self.current(context)
         if value is None:
             raise self._not_found()
-        return mr_pb.GetCurrentRegimeResponse(
-            regime=regime_to_pb(value), served_from=source, served_at=_now_ts()
-        )
+        memo = self._pb_memo
+        if memo is None or memo[0] is not value or memo[1] != source:
+            body = mr_pb.GetCurrentRegimeResponse(regime=regime_to_pb(value), served_from=source)
+            memo = self._pb_memo = (value, source, body.SerializeToString())
+        # Serialised messages concatenate (a later field wins / merges): only the per-call
+        # served_at is encoded per call, the regime once per snapshot value.
+        return memo[2] + mr_pb.GetCurrentRegimeResponse(served_at=_now_ts()).SerializeToString()
 
     def read_history(self, q: HistoryQuery) -> tuple[date | None, list[RegimeResult]]:
         """Blocking: (resolved end, up to page_size + 1 rows) — the extra row says "more"."""
@@ -461,7 +515,7 @@ class MarketRegimeServicer:
         self, request: mr_pb.WatchRegimeRequest, context: Any
     ) -> AsyncIterator[mr_pb.RegimeUpdate]:
         # Subscribe before reading the current value, so no change can slip in between.
-        with self.snapshot.subscribe() as sub:
+        with self.snapshot.subscribe() as sub, metrics.WATCH_SUBSCRIBERS.track_inprogress():
             last: RegimeResult | None
             if request.skip_current:
                 last = self.snapshot.value
@@ -525,21 +579,51 @@ def _malformed_details(m: _Malformed) -> str:
     return f"request is not a valid {m.type_name}: {m.error}"[:500]
 
 
+def _status_of(context: Any) -> grpc.StatusCode:
+    """The code an abort set on `context` (servicer code may call `context.abort` itself)."""
+    try:
+        code = context.code()
+    except Exception:
+        return grpc.StatusCode.UNKNOWN
+    if isinstance(code, grpc.StatusCode):
+        return code
+    for status in grpc.StatusCode:  # some grpc versions report the integer value
+        if status.value[0] == code:
+            return status
+    return grpc.StatusCode.UNKNOWN
+
+
 def _unary(
     fn: Callable[[Any, Any], Awaitable[Any]], method: str
 ) -> Callable[[Any, Any], Awaitable[Any]]:
     async def handler(request: Any, context: Any) -> Any:
-        if isinstance(request, _Malformed):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _malformed_details(request))
+        # Every API call ends here, so it is counted (and timed) here, once.
+        t0 = time.perf_counter()
+        code = grpc.StatusCode.UNKNOWN
         try:
-            return await fn(request, context)
-        except RequestError as exc:
-            await context.abort(exc.code, exc.details)
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("%s failed", method)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{method} failed; see the server log")
+            if isinstance(request, _Malformed):
+                code = grpc.StatusCode.INVALID_ARGUMENT
+                await context.abort(code, _malformed_details(request))
+            try:
+                response = await fn(request, context)
+                code = grpc.StatusCode.OK
+                return response
+            except RequestError as exc:
+                code = exc.code
+                await context.abort(exc.code, exc.details)
+            except grpc.aio.AbortError:
+                code = _status_of(context)
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("%s failed", method)
+                await context.abort(code, f"{method} failed; see the server log")
+        finally:
+            metrics.GRPC_REQUESTS.labels(method, code.name).inc()
+            metrics.GRPC_LATENCY.labels(method, code.name).observe(time.perf_counter() - t0)
 
     return handler
 
@@ -548,20 +632,53 @@ def _server_stream(
     fn: Callable[[Any, Any], AsyncIterator[Any]], method: str
 ) -> Callable[[Any, Any], AsyncIterator[Any]]:
     async def handler(request: Any, context: Any) -> AsyncIterator[Any]:
-        if isinstance(request, _Malformed):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _malformed_details(request))
+        # Counted when the stream ends; not timed (a watch lasts as long as its client wants).
+        code = grpc.StatusCode.UNKNOWN
         try:
-            async for item in fn(request, context):
-                yield item
-        except RequestError as exc:
-            await context.abort(exc.code, exc.details)
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("%s failed", method)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{method} failed; see the server log")
+            if isinstance(request, _Malformed):
+                code = grpc.StatusCode.INVALID_ARGUMENT
+                await context.abort(code, _malformed_details(request))
+            try:
+                async for item in fn(request, context):
+                    yield item
+                code = grpc.StatusCode.OK
+            except RequestError as exc:
+                code = exc.code
+                await context.abort(exc.code, exc.details)
+            except grpc.aio.AbortError:
+                code = _status_of(context)
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                code = grpc.StatusCode.CANCELLED  # the client went away
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("%s failed", method)
+                await context.abort(code, f"{method} failed; see the server log")
+        finally:
+            metrics.GRPC_REQUESTS.labels(method, code.name).inc()
 
     return handler
+
+
+async def _bounded(aw: Awaitable[Any], what: str, timeout: float = SHUTDOWN_EXTRA_S) -> None:
+    try:
+        await asyncio.wait_for(aw, timeout)
+    except TimeoutError:
+        log.warning("%s did not stop within %.1fs; going on", what, timeout)
+    except (asyncio.CancelledError, Exception):
+        pass  # cancelled or failed while stopping: stopped either way
+
+
+def _serializer(cls: type[Message]) -> Callable[[Message | bytes], bytes]:
+    """A handler may return its response already serialised (hot paths serialise once per
+    stored value, not once per call); bytes pass through."""
+    to_bytes = cls.SerializeToString
+
+    def serialize(m: Message | bytes) -> bytes:
+        return m if type(m) is bytes else to_bytes(m)
+
+    return serialize
 
 
 def add_service(server: Any, service: ServiceDescriptor, servicer: object) -> None:
@@ -573,7 +690,7 @@ def add_service(server: Any, service: ServiceDescriptor, servicer: object) -> No
         fn = getattr(servicer, m.name)
         kwargs = {
             "request_deserializer": _lenient_deserializer(req_cls),
-            "response_serializer": resp_cls.SerializeToString,
+            "response_serializer": _serializer(resp_cls),
         }
         full = f"{service.full_name}/{m.name}"
         if m.client_streaming:
@@ -609,8 +726,22 @@ class RegimeServer:
         store_timeout: float = 10.0,
         max_receive_message_bytes: int = MAX_RECEIVE_MESSAGE_BYTES,
         max_send_message_bytes: int = MAX_SEND_MESSAGE_BYTES,
+        metrics_port: int | None = None,
+        freshness_sla_seconds: int | None = None,
     ) -> None:
+        """`metrics_port`: serve /metrics on BLOASIS_METRICS_HOST there (0: a free port; None:
+        no endpoint, as embedded servers and tests want; `serve` passes BLOASIS_METRICS_PORT).
+        `freshness_sla_seconds`: None takes BLOASIS_FRESHNESS_SLA_SECONDS; 0 turns it off."""
         self.settings = settings
+        self.metrics_port = metrics_port
+        self.metrics: metrics.MetricsEndpoint | None = None
+        sla = settings.freshness_sla_seconds
+        sla = sla if freshness_sla_seconds is None else freshness_sla_seconds
+        # Replay walks history on purpose: its regimes are old by design, not late.
+        self.freshness = (
+            FreshnessMonitor(sla) if sla > 0 and settings.replay_start is None else None
+        )
+        self._freshness_failing = False
         self.health_interval = health_interval
         self.grace = grace
         self.store = StoreAccess(settings, store_timeout=store_timeout)
@@ -674,6 +805,7 @@ class RegimeServer:
         """
         snap: Snapshot[Any] = Snapshot(name, queue_size=self.watch_queue_size)
         self.snapshots.append(snap)
+        metrics.SNAPSHOT_AGES.track(snap)
         return snap
 
     def add_service(self, descriptor: ServiceDescriptor, servicer: object) -> None:
@@ -706,8 +838,73 @@ class RegimeServer:
         await self._check_health()
         await self.refresher.start(warm_timeout=self.store.store_timeout)
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health-check"))
+        if self.metrics_port is not None:
+            self._start_metrics(self.metrics_port)
+        metrics.FRESHNESS_SLA.set(self.freshness.sla_seconds if self.freshness else 0)
         await self._server.start()
         log.info("gRPC server listening on %s", self.address)
+
+    def _start_metrics(self, port: int) -> None:
+        host = self.settings.metrics_host
+        try:
+            self.metrics = metrics.start_metrics_endpoint(host, port)
+        except OSError as exc:
+            # The API matters more than its metrics: serve on, and say so loudly.
+            log.error(
+                "metrics endpoint not started: cannot listen on %s:%d (%s); "
+                "set BLOASIS_METRICS_PORT to a free port (0: off)",
+                host,
+                port,
+                exc,
+            )
+            return
+        log.info("metrics on %s", self.metrics.url)
+
+    async def check_freshness(self, now: datetime | None = None) -> Freshness | None:
+        """Compare the served regime with the freshness SLA (`bloasis.freshness`); a new
+        breach queues ONE alert event on `alert-events` through the outbox and logs a warning.
+        Run by the health loop; None when nothing is served or the check is off."""
+        served = self.regime_snapshot.value
+        if served is None:
+            return None
+        now = now or datetime.now(UTC)
+        metrics.SERVED_REGIME_AS_OF.set(session_close(served.as_of).timestamp())
+        if self.freshness is None:
+            return None
+        # The exchange calendar is built on first use (about a second): never on the event loop.
+        f = await asyncio.to_thread(self.freshness.assess, served.as_of, now)
+        metrics.SERVED_REGIME_AGE.set(f.age_seconds)
+        metrics.FRESHNESS_BREACH.set(1 if f.breach else 0)
+        if not f.new_breach:
+            return f
+        event = freshness_alert_event(
+            served, age_seconds=f.age_seconds, sla_seconds=f.sla_seconds, occurred_at=now
+        )
+
+        def _enqueue() -> int:
+            with self.store.engine.begin() as conn:
+                return outbox.enqueue(conn, [event])
+
+        try:
+            queued = await self.store.call(_enqueue, None, "queueing a freshness alert")
+        except RequestError as exc:
+            if not self._freshness_failing:
+                log.warning("freshness alert not queued (%s); retrying", exc.details)
+            self._freshness_failing = True
+            return f
+        self._freshness_failing = False
+        self.freshness.reported_breach(served.as_of)
+        if queued:  # 0: another server (or this one before a restart) queued it already
+            metrics.FRESHNESS_ALERTS.inc()
+        log.warning(
+            "freshness SLA breached: the served regime as of %s is %.1f h old (trading days), "
+            "over %.1f h; alert %s",
+            served.as_of.isoformat(),
+            f.age_seconds / 3600,
+            f.sla_seconds / 3600,
+            event.event_id if queued else f"{event.event_id} was already queued",
+        )
+        return f
 
     async def _check_cache_health(self) -> None:
         ok = await self.store.ping_redis(timeout=max(1.0, self.health_interval))
@@ -747,6 +944,10 @@ class RegimeServer:
                 await self._check_health()
             except Exception:  # keep checking whatever happens
                 log.exception("health check failed")
+            try:
+                await self.check_freshness()
+            except Exception:
+                log.exception("freshness check failed")
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful: NOT_SERVING, end watch streams, finish in-flight calls within `grace`."""
@@ -755,17 +956,22 @@ class RegimeServer:
             return
         self._stopping = True
         try:
-            await self.health.enter_graceful_shutdown()
+            # Every wait here is bounded: a stop that hangs (SIGTERM in production, a test's
+            # teardown) is worse than one that leaves a stuck task behind.
+            await _bounded(self.health.enter_graceful_shutdown(), "health")
             for task in self._tasks:
                 task.cancel()
             for snap in self.snapshots:
                 snap.close()  # watchers end with UNAVAILABLE "shutting down; reconnect"
+                metrics.SNAPSHOT_AGES.forget(snap)
+            if self.metrics is not None:
+                await _bounded(asyncio.to_thread(self.metrics.close), "the metrics endpoint")
             if self._started:
                 await self._stop_grpc(self.grace if grace is None else grace)
-            await self.refresher.stop()  # closes the LISTEN connection
+            await _bounded(self.refresher.stop(), "the store refresher")  # closes LISTEN
             for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                await _bounded(task, f"task {task.get_name()}")
+            await _bounded(self.store.aclose(), "the async Redis client")
             self.store.close()
         finally:
             self._stopped.set()
@@ -805,8 +1011,13 @@ async def serve(
     address: str | None = None,
     **options: Any,
 ) -> None:
-    """Run until SIGTERM/SIGINT or cancellation; `ready(address)` is called once listening."""
+    """Run until SIGTERM/SIGINT or cancellation; `ready(address)` is called once listening.
+    /metrics is served on BLOASIS_METRICS_HOST:BLOASIS_METRICS_PORT (0: off)."""
+    options.setdefault("metrics_port", settings.metrics_port or None)
     server = await start_server(settings, address or settings.grpc_address, **options)
+    # Everything loaded so far (modules, snapshots) lives as long as the process: out of the
+    # cyclic GC's reach, so its collections, triggered by per-call garbage, do not rescan it.
+    gc.freeze()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     installed: list[signal.Signals] = []

@@ -11,6 +11,9 @@ Latest reads (empty `as_of`):
   regime) -> Redis `strategy:{profile}:current` -> PostgreSQL;
 - a user's strategy: not snapshotted (there may be 100k users): Redis `user:{id}:strategy`
   (compact) expanded with the snapshot's book of the profile strategy it names -> PostgreSQL.
+  GetStrategy without a filter first reuses the user's last answer, serialised, for up to
+  BLOASIS_USER_STRATEGY_CACHE_SECONDS (served_from "snapshot"); a new run or an UpdatePreferences
+  on this server drops it at once.
 A given `as_of`, preferences and every write go to PostgreSQL.
 
 `install(server)` registers both services on a `RegimeServer` (health and reflection included).
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,6 +36,7 @@ import redis
 from google.protobuf import json_format
 from sqlalchemy import Connection
 
+from bloasis.metrics import cache_lookup
 from bloasis.pb import classification_pb2 as cl_pb
 from bloasis.pb import common_pb2, strategy_pb2
 from bloasis.publish.cache import read_current_regime, sectors_key, strategy_key, user_key
@@ -371,15 +376,20 @@ class ClassificationServicer:
     async def analysis(self, as_of: date | None, context: Any) -> cl_pb.SectorAnalysis:
         """The analysis (served_from set); NOT_FOUND when none is stored for that date."""
         if as_of is None:
-            if (snap := self.snapshot.value) is not None:
+            snap = self.snapshot.value
+            cache_lookup("sectors", SERVED_FROM_SNAPSHOT, snap is not None)
+            if snap is not None:
                 pb = _analysis_pb(snap)
                 pb.served_from = SERVED_FROM_SNAPSHOT
                 return pb
             cached = await self.store.redis_call(self._read_redis, "reading the sector analysis")
+            cache_lookup("sectors", SERVED_FROM_REDIS, cached is not None)
             if cached is not None:
                 cached.served_from = SERVED_FROM_REDIS
                 return cached
         got = await self.store.call(lambda: self._load(as_of), context, "reading sector analysis")
+        if as_of is None:
+            cache_lookup("sectors", SERVED_FROM_POSTGRES, got is not None)
         if got is None:
             raise _not_found(
                 f"no sector analysis stored {_as_of_text(as_of)} for model {self.model_version}"
@@ -451,6 +461,35 @@ class Served:
     served_from: str
 
 
+USER_MEMO_SIZE: Final = 4096
+
+
+@dataclass(frozen=True)
+class _Expanded:
+    """A user's Redis value expanded with the snapshot entry it names (identity-checked)."""
+
+    parsed: tuple[UserStrategyRecord, str]
+    entry: ProfileStrategy
+    strategy: strategy_pb2.Strategy
+    regime: common_pb2.MarketRegime | None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A user's latest GetStrategy answer, serialised without served_from."""
+
+    body: bytes
+    strategies: LatestStrategies  # the snapshot values it was built from (identity-checked)
+    regime: RegimeResult | None
+    expires: float  # time.monotonic()
+
+
+# Appended to a cached answer: serialised messages concatenate (a later scalar field wins).
+_FROM_SNAPSHOT: Final = strategy_pb2.StrategyResponse(
+    served_from=SERVED_FROM_SNAPSHOT
+).SerializeToString()
+
+
 class StrategyServicer:
     """Profile and user strategies (latest: snapshot, Redis, PostgreSQL) and preferences."""
 
@@ -461,12 +500,27 @@ class StrategyServicer:
         snapshot: Snapshot[LatestStrategies],
         regimes: Snapshot[RegimeResult],
         refresher: StoreRefresher,
+        *,
+        user_cache_seconds: float = 0.0,
     ) -> None:
         self.model_version = model_version
         self.store = store
         self.snapshot = snapshot
         self.regimes = regimes
         self.refresher = refresher
+        # BLOASIS_USER_STRATEGY_CACHE_SECONDS: a user's latest GetStrategy answer, serialised,
+        # reused for that long (0: off). An entry is only valid with the very snapshot values
+        # it was built from (a new run swaps them), and UpdatePreferences here drops it; other
+        # servers' preference updates and Redis edits are seen after at most the TTL.
+        self.user_cache_seconds = user_cache_seconds
+        self._answers: dict[str, _Answer] = {}
+        # Bumped after every UpdatePreferences: a read that overlapped one is not cached.
+        self._answers_gen = 0
+        # Hot-path memos of the user read (Redis is still read on every call, so a changed value
+        # is served at once): the parse of a user's Redis value, keyed by its bytes, and the
+        # expansion of a parsed value with a given snapshot entry. Bounded: cleared when full.
+        self._parsed: dict[tuple[str, bytes], tuple[UserStrategyRecord, str] | None] = {}
+        self._expanded: dict[int, _Expanded] = {}
 
     def load_latest(self) -> LatestStrategies | None:
         return load_latest_strategies(self.store, self.model_version)
@@ -515,12 +569,15 @@ class StrategyServicer:
     async def _profile(self, q: StrategyQuery, context: Any) -> Served:
         if q.as_of is None:
             latest = self.snapshot.value or {}
-            if (e := latest.get(q.profile)) is not None:
+            e = latest.get(q.profile)
+            cache_lookup("strategy", SERVED_FROM_SNAPSHOT, e is not None)
+            if e is not None:
                 return Served(e.to_pb(), _regime_pb(e.regime), SERVED_FROM_SNAPSHOT)
             cached = await self.store.redis_call(
                 lambda c: self._read_redis_profile(c, q.profile),
                 f"reading the {q.profile} strategy",
             )
+            cache_lookup("strategy", SERVED_FROM_REDIS, cached is not None)
             if cached is not None:
                 regime = await self._regime_for_cached(date.fromisoformat(cached.as_of), context)
                 return Served(cached, _regime_pb(regime), SERVED_FROM_REDIS)
@@ -529,6 +586,8 @@ class StrategyServicer:
             context,
             f"reading the {q.profile} strategy",
         )
+        if q.as_of is None:
+            cache_lookup("strategy", SERVED_FROM_POSTGRES, e is not None)
         if e is None:
             raise _not_found(
                 f"no {q.profile} strategy stored {_as_of_text(q.as_of)} "
@@ -542,11 +601,23 @@ class StrategyServicer:
     # --- user strategies ---------------------------------------------------------------------
 
     def _read_redis_user(
-        self, client: redis.Redis, user_id: str
+        self, raw: bytes | None, user_id: str
     ) -> tuple[UserStrategyRecord, str] | None:
-        """The compact `user:{id}:strategy` as (record, strategy id); malformed: a miss."""
+        """The compact `user:{id}:strategy` value as (record, strategy id); malformed: a miss."""
         key = user_key(user_id)
-        pb = _parse_json(client.get(key), strategy_pb2.Strategy(), key)
+        if raw is None:
+            return None
+        if (user_id, raw) in self._parsed:  # this user's key holds the same value as before
+            return self._parsed[(user_id, raw)]
+        if len(self._parsed) >= USER_MEMO_SIZE:
+            self._parsed.clear()
+        self._parsed[(user_id, raw)] = got = self._parse_redis_user(raw, key, user_id)
+        return got
+
+    def _parse_redis_user(
+        self, raw: bytes, key: str, user_id: str
+    ) -> tuple[UserStrategyRecord, str] | None:
+        pb = _parse_json(raw, strategy_pb2.Strategy(), key)
         if pb is None or pb.model_version != self.model_version or pb.user_id != user_id:
             return None
         # The compact form has no picks: signals are in the user's rank order (as `positions_of`
@@ -639,24 +710,48 @@ class StrategyServicer:
     async def _user(self, q: StrategyQuery, context: Any) -> Served:
         latest = self.snapshot.value
         if q.as_of is None and latest is not None:
-            cached = await self.store.redis_call(
-                lambda c: self._read_redis_user(c, q.user_id), f"reading the strategy of {q.who}"
+            raw = await self.store.redis_get(
+                user_key(q.user_id), f"reading the strategy of {q.who}"
             )
+            cached = self._read_redis_user(raw, q.user_id)
             # Only with the book of the very profile strategy it names: the snapshot's is the
             # latest, so an older cached value falls through to PostgreSQL.
             entry = _by_strategy_id(latest, cached[0].profile_strategy_id) if cached else None
+            # A hit only when usable: with the book of the profile strategy it names.
+            cache_lookup("user_strategy", SERVED_FROM_REDIS, entry is not None)
             if cached is not None and entry is not None:
+                memo = self._expanded.get(id(cached))
+                if memo is not None and memo.parsed is cached and memo.entry is entry:
+                    # Served as is (read-only); a symbol filter edits its own copy.
+                    pb = memo.strategy
+                    if q.symbols:
+                        pb = strategy_pb2.Strategy()
+                        pb.CopyFrom(memo.strategy)
+                    return Served(pb, memo.regime, SERVED_FROM_REDIS)
                 try:
                     pb = self._expand(cached[0], entry, cached[1])
                 except RequestError as exc:
                     log.warning("ignoring the cached strategy of %s: %s", q.who, exc.details)
                 else:
-                    return Served(pb, _regime_pb(entry.regime), SERVED_FROM_REDIS)
-        rec, profile = await self.store.call(
-            lambda: self._load_user(q.user_id, q.as_of, latest),
-            context,
-            f"reading the strategy of {q.who}",
-        )
+                    if len(self._expanded) >= USER_MEMO_SIZE:
+                        self._expanded.clear()
+                    regime_pb = _regime_pb(entry.regime)
+                    shared = strategy_pb2.Strategy()
+                    shared.CopyFrom(pb)
+                    self._expanded[id(cached)] = _Expanded(cached, entry, shared, regime_pb)
+                    return Served(pb, regime_pb, SERVED_FROM_REDIS)
+        try:
+            rec, profile = await self.store.call(
+                lambda: self._load_user(q.user_id, q.as_of, latest),
+                context,
+                f"reading the strategy of {q.who}",
+            )
+        except RequestError as exc:
+            if q.as_of is None and exc.code == grpc.StatusCode.NOT_FOUND:
+                cache_lookup("user_strategy", SERVED_FROM_POSTGRES, False)
+            raise
+        if q.as_of is None:
+            cache_lookup("user_strategy", SERVED_FROM_POSTGRES, True)
         pb = self._expand(rec, profile, user_strategy_id(rec))
         return Served(pb, _regime_pb(profile.regime), SERVED_FROM_POSTGRES)
 
@@ -670,11 +765,47 @@ class StrategyServicer:
 
     async def GetStrategy(
         self, request: strategy_pb2.GetStrategyRequest, context: Any
-    ) -> strategy_pb2.StrategyResponse:
+    ) -> strategy_pb2.StrategyResponse | bytes:
+        if (
+            self.user_cache_seconds <= 0
+            or not request.user_id
+            or request.risk_profile
+            or request.as_of
+            or request.symbols
+        ):
+            s = await self.serve(request, context)
+            return strategy_pb2.StrategyResponse(
+                strategy=s.strategy, regime=s.regime, served_from=s.served_from
+            )
+        check_user_id(request.user_id)
+        return await self._user_answer(request, context)
+
+    async def _user_answer(self, request: strategy_pb2.GetStrategyRequest, context: Any) -> bytes:
+        """A user's latest strategy (no filter): the in-process answer while valid, else read."""
+        user_id = request.user_id
+        strategies, regime = self.snapshot.value, self.regimes.value
+        now = time.monotonic()
+        got = self._answers.get(user_id)
+        if (
+            got is not None
+            and got.strategies is strategies
+            and got.regime is regime
+            and now < got.expires
+        ):
+            cache_lookup("user_strategy", SERVED_FROM_SNAPSHOT, True)
+            return got.body + _FROM_SNAPSHOT
+        cache_lookup("user_strategy", SERVED_FROM_SNAPSHOT, False)
+        gen = self._answers_gen
         s = await self.serve(request, context)
-        return strategy_pb2.StrategyResponse(
-            strategy=s.strategy, regime=s.regime, served_from=s.served_from
-        )
+        body = strategy_pb2.StrategyResponse(strategy=s.strategy, regime=s.regime)
+        raw = body.SerializeToString()
+        # Not cached when the snapshots are not loaded (nothing to tie its validity to), nor
+        # when an UpdatePreferences overlapped the read.
+        if strategies is not None and gen == self._answers_gen:
+            if len(self._answers) >= USER_MEMO_SIZE:
+                self._answers.clear()
+            self._answers[user_id] = _Answer(raw, strategies, regime, now + self.user_cache_seconds)
+        return raw + strategy_pb2.StrategyResponse(served_from=s.served_from).SerializeToString()
 
     async def GetStockPicks(
         self, request: strategy_pb2.GetStrategyRequest, context: Any
@@ -719,7 +850,14 @@ class StrategyServicer:
             raise invalid(
                 details if len(details) <= DETAILS_MAX_LEN else details[:DETAILS_MAX_LEN] + "…"
             )
-        return await self.store.call(lambda: self._upsert(prefs), context, "storing preferences")
+        try:
+            return await self.store.call(
+                lambda: self._upsert(prefs), context, "storing preferences"
+            )
+        finally:
+            # Even on a timeout: the upsert may still commit.
+            self._answers_gen += 1
+            self._answers.pop(prefs.user_id, None)
 
 
 def user_strategy_id(rec: UserStrategyRecord) -> str:
@@ -743,7 +881,12 @@ def install(server: RegimeServer) -> tuple[ClassificationServicer, StrategyServi
         model_version, server.store, sectors, strategies, server.refresher
     )
     strategy = StrategyServicer(
-        model_version, server.store, strategies, server.regime_snapshot, server.refresher
+        model_version,
+        server.store,
+        strategies,
+        server.regime_snapshot,
+        server.refresher,
+        user_cache_seconds=server.settings.user_strategy_cache_seconds,
     )
     # Strategies first: GetCandidateSymbols joins the latest analysis with the latest books.
     server.refresher.track(strategies, strategy.load_latest)
