@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bloasis.config import Settings
 
 
 def machine() -> dict[str, Any]:
@@ -41,9 +47,14 @@ def entry(
     baseline_value: float | None = None,
     target: str = "",
     met: bool | None = None,
+    higher_is_better: bool = False,
     **extra: Any,
 ) -> dict[str, Any]:
-    ratio = (baseline_value / value) if baseline_value and value else None
+    """`ratio` is the product's advantage over the baseline: baseline/value for times (lower is
+    better), value/baseline for throughputs (`higher_is_better`)."""
+    ratio = None
+    if baseline_value and value:
+        ratio = value / baseline_value if higher_is_better else baseline_value / value
     return {
         "name": name,
         "value": round(value, 4),
@@ -64,3 +75,25 @@ def emit(benchmarks: list[dict[str, Any]]) -> None:
 
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def bench_stack(settings: Settings | None = None) -> Iterator[Settings]:
+    """`settings` as given (tests pass the session stack's), or a private embedded stack in a
+    temporary state dir, migrated, stopped on exit (never the developer's .bloasis)."""
+    if settings is not None:
+        yield settings
+        return
+    from bloasis import stack
+    from bloasis.config import load_settings
+    from bloasis.store.db import upgrade
+
+    with tempfile.TemporaryDirectory(prefix="bloasis-bench-") as tmp:
+        state = Path(tmp)
+        try:
+            stack.up(state)
+            own = load_settings(state_dir=state)
+            upgrade(own.require("database_url"))
+            yield own
+        finally:
+            stack.down(state)

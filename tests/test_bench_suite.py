@@ -1,0 +1,154 @@
+"""The benchmark suite runs (size "tiny", each bench on its own private embedded stack) and prints
+the bench JSON shape, with its equal-work checks holding. No timing is asserted here: the
+figures are `make bench`'s job."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import backfill, freshness, grpc_serving, suite
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRED = [
+    "pipeline_5000x10y",
+    "pipeline_vs_per_symbol",
+    "data_load",
+    "prefect_overhead",
+    "pipeline_peak_rss",
+    "grpc_regime_vs_floor",
+    "grpc_regime_vs_redis_per_call",
+    "grpc_strategy_vs_floor",
+    "freshness_p99",
+    "relay_throughput",
+    "backfill_1990_2022",
+]
+SHAPE = {"name", "value", "unit", "compared_to", "baseline_value", "ratio", "target", "met"}
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLOASIS_")}
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def _shape(e: dict[str, Any]) -> None:
+    assert e.keys() >= SHAPE, e
+    assert isinstance(e["value"], int | float) and e["value"] > 0
+    assert isinstance(e["met"], bool) and e["target"] and e["unit"]
+    json.dumps(e)
+
+
+def test_registry_names_are_the_issues_eleven() -> None:
+    assert list(suite.REGISTRY) == REQUIRED
+    out = _bench("--tiny", "--list")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == REQUIRED
+    bad = _bench("--tiny", "no_such_bench")
+    assert bad.returncode == 2 and "unknown benchmark" in bad.stderr
+
+
+def test_relay_tiny_through_the_runner_publishes_each_event_once() -> None:
+    out = _bench("--tiny", "relay_throughput")
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout)  # one JSON document on stdout, progress on stderr
+    assert {"python", "cpus"} <= doc["machine"].keys()
+    [e] = doc["benchmarks"]
+    _shape(e)
+    assert e["name"] == "relay_throughput" and e["unit"] == "events/s"
+    n = e["events"]
+    assert (e["marked_published"], e["consumed_unique"], e["duplicates"]) == (n, n, 0)
+    assert e["checks_ok"] is True and e["pending_after"] == 0
+
+
+def test_grpc_serving_tiny_compares_equal_responses() -> None:
+    entries = grpc_serving.run("tiny")
+    assert [e["name"] for e in entries] == [
+        "grpc_regime_vs_floor",
+        "grpc_regime_vs_redis_per_call",
+        "grpc_strategy_vs_floor",
+    ]
+    for e in entries:
+        _shape(e)
+        # Equal work: all three servers answered the same message (served_at aside), no errors.
+        assert e["responses_equal"] is True
+        assert e["errors"] == {"product": 0, "floor": 0, "redis": 0}
+        assert e["client"] in (grpc_serving.H2LOAD, grpc_serving.CLIENT)
+        for server in ("product", "floor", "redis"):
+            assert e[f"{server}_calls_per_s"] > 0
+            assert 0 < e[f"{server}_p50_ms"] <= e[f"{server}_p99_ms"]
+    by_name = {e["name"]: e for e in entries}
+    assert by_name["grpc_regime_vs_redis_per_call"]["compared_to"].startswith("cache-aside")
+    # The comparison servers return the product's bytes: same sizes but for the served_at stamp
+    # (+-1) and served_from ("snapshot" is 3 bytes longer than "redis").
+    for e in entries:
+        sizes = e["response_bytes"]
+        assert max(sizes.values()) - min(sizes.values()) <= 1 + len("snapshot") - len("redis")
+
+
+def test_freshness_tiny_sees_every_commit_on_both_paths() -> None:
+    [e] = freshness.run("tiny")
+    _shape(e)
+    assert e["name"] == "freshness_p99" and e["runs"] == freshness.SIZES["tiny"]
+    assert e["get_max_s"] >= e["get_p50_s"] > 0 and e["watch_max_s"] >= e["watch_p50_s"] > 0
+
+
+def test_backfill_tiny_stores_every_session_once() -> None:
+    entries = backfill.run("tiny")
+    assert [e["name"] for e in entries] == ["backfill_compute_2022_2022", "backfill_1990_2022"]
+    e = entries[1]
+    _shape(e)
+    assert e["inserted"] == e["sessions"] > 200 and e["rerun_inserted"] == 0
+    assert e["rerun_events"] == 0
+
+
+async def test_memoised_user_strategy_is_never_edited_by_a_symbol_filter() -> None:
+    """The server memoises a user's expanded Redis value: a filtered read (edits its own copy)
+    must not change what the next unfiltered read returns; a changed Redis value is served."""
+    import grpc
+    import redis
+
+    from bench.common import bench_stack
+    from bench.seed import DEMO_USER, seed_run
+    from bloasis.pb import strategy_pb2 as st_pb
+    from bloasis.pb import strategy_pb2_grpc as st_grpc
+    from bloasis.publish.cache import user_key
+    from bloasis.serve.server import start_server
+    from bloasis.store.db import engine_for
+
+    with bench_stack() as s:
+        seeded = seed_run(engine_for(s.require("database_url")), s)
+        # The answer cache off: this is about the Redis memo under it.
+        srv = await start_server(
+            s.model_copy(update={"universe": seeded.universe, "user_strategy_cache_seconds": 0})
+        )
+        try:
+            async with grpc.aio.insecure_channel(srv.address) as ch:
+                stub = st_grpc.StrategyServiceStub(ch)
+                req = st_pb.GetStrategyRequest(user_id=DEMO_USER)
+                first = await stub.GetStrategy(req, timeout=10)
+                assert first.served_from == "redis" and len(first.strategy.signals) > 1
+                again = await stub.GetStrategy(req, timeout=10)  # the memo's answer
+                assert again == first
+                one = first.strategy.signals[0].symbol
+                only = await stub.GetStrategy(
+                    st_pb.GetStrategyRequest(user_id=DEMO_USER, symbols=[one]), timeout=10
+                )
+                assert [g.symbol for g in only.strategy.signals] == [one]
+                assert await stub.GetStrategy(req, timeout=10) == first
+                # Redis is still read on every call: a value gone from it is not served.
+                r = redis.Redis.from_url(s.require("redis_url"))
+                try:
+                    r.delete(user_key(DEMO_USER))
+                finally:
+                    r.close()
+                fallback = await stub.GetStrategy(req, timeout=10)
+                assert fallback.served_from == "postgres" and fallback.strategy == first.strategy
+        finally:
+            await srv.stop(0)
