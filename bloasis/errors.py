@@ -8,6 +8,7 @@ import importlib
 _KNOWN = (
     ("bloasis.stack", "StackError", "embedded stack"),
     ("bloasis.pipeline", "PipelineError", "pipeline"),
+    ("bloasis.local", "LocalError", "local deployment"),
     ("bloasis.regime.model", "RegimeInputError", "regime"),
     ("bloasis.publish.relay", "RelayError", "relay"),
     ("bloasis.serve.client", "ClientError", "gRPC"),

@@ -49,14 +49,20 @@ def load_market_data_with_issues(
     end: date | None = None, universe: str = "embedded", *, quarantine: bool = False
 ) -> tuple[MarketData, list[DataIssue]]:
     """The embedded real dataset, a file (`file:PATH`, validated on load: bad rows fail the
-    load, or are dropped and returned as issues when `quarantine`), or a seeded synthetic
-    universe (`synthetic:N[:seed[:years]]`)."""
+    load, or are dropped and returned as issues when `quarantine`), a bars store
+    (`parquet:DIR`, validated the same way) or a seeded synthetic universe
+    (`synthetic:N[:seed[:years]]`)."""
     from bloasis.config import parse_universe
     from bloasis.marketdata import FileSource, SyntheticSource, default_source
+    from bloasis.marketdata.parquet import ParquetSource
 
     kind, n, seed, years = parse_universe(universe)
-    if kind == "file":
-        source = FileSource(universe[5:], quarantine=quarantine)
+    if kind in ("file", "parquet"):
+        source: FileSource | ParquetSource = (
+            FileSource(universe[5:], quarantine=quarantine)
+            if kind == "file"
+            else ParquetSource(universe[8:], quarantine=quarantine)
+        )
         with warnings.catch_warnings():
             # The issues are returned for the caller to log; no duplicate Python warning.
             warnings.simplefilter("ignore", category=UserWarning)
@@ -94,6 +100,35 @@ def resolve_as_of(md: MarketData, as_of: date | None) -> date:
         raise PipelineError(f"--as-of {as_of} is outside the data ({first}..{last})")
     before = idx[idx < ts][-1].date()
     raise PipelineError(f"--as-of {as_of} is not a trading session; the session before is {before}")
+
+
+def next_replay_session(
+    sessions: pd.Index, last: date | None, start: date, end: date | None
+) -> date:
+    """The replay clock: the first session on/after `start`, then one session after `last`
+    per run, held at the last session on/before `end` (and at the end of the data)."""
+    if end is not None and end < start:
+        raise PipelineError(f"replay end {end} is before its start {start}")
+    window = sessions[sessions >= pd.Timestamp(start)]
+    if end is not None:
+        window = window[window <= pd.Timestamp(end)]
+    if len(window) == 0:
+        first, final = sessions[0].date(), sessions[-1].date()
+        raise PipelineError(
+            f"no session to replay between {start} and {end or final} (data: {first}..{final})"
+        )
+    if last is None:
+        return window[0].date()
+    after = window[window > pd.Timestamp(last)]
+    return (after[0] if len(after) else window[-1]).date()
+
+
+def replay_as_of(engine: Engine, md: MarketData, model_version: str, start: date,
+                 end: date | None) -> date:  # fmt: skip
+    """The as-of of the next replay run, from what completed replay runs reached."""
+    with engine.connect() as conn:
+        last = runs.last_replayed_as_of(conn, model_version=model_version, start=start, end=end)
+    return next_replay_session(md.market.index, last, start, end)
 
 
 def compute_regime(

@@ -722,6 +722,11 @@ def _write_env(paths: _Paths, env: dict[str, str]) -> None:
 # --- public API ------------------------------------------------------------------------------
 
 
+def write_env(state_dir: Path | None, env: dict[str, str]) -> None:
+    """Rewrite `<state>/env` with `env` (e.g. what `up` returned plus Prefect's API URL)."""
+    _write_env(_paths(state_dir), env)
+
+
 def up(state_dir: Path | None = None, *, progress: Progress | None = None) -> dict[str, str]:
     """Start every non-configured service (keeping healthy ones) and write `<state>/env`.
 

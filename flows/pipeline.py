@@ -10,6 +10,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from sqlalchemy import Engine
 
@@ -18,6 +19,7 @@ from bloasis.config import load_settings, parse_universe
 from bloasis.regime.model import resolve_model
 from bloasis.regime.types import TRIGGERS, RegimeResult
 from bloasis.store.db import get_engine
+from tasks.common import set_run_as_of
 from tasks.publish import relay_outbox
 from tasks.regime import compute_regime, load_market_data, persist_regime, warm_up_history
 from tasks.strategy import (
@@ -36,9 +38,32 @@ def _run_name() -> str:
     return f"pipeline-{as_of or 'latest'}"
 
 
-def regime_markdown(r: RegimeResult, *, inserted: bool, events: int, previous: str) -> str:
+def _scheduled() -> bool:
+    """Started by a schedule (or called directly as the baseline), not a deployment run that an
+    operator asked for now (`prefect deployment run`, the UI's "Run"): those always run."""
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None or ctx.flow_run.deployment_id is None:
+        return True
+    return bool(ctx.flow_run.auto_scheduled)
+
+
+def regime_markdown(
+    r: RegimeResult,
+    *,
+    inserted: bool,
+    events: int,
+    previous: str,
+    strategies: dict[str, str] | None = None,
+) -> str:
     ind = r.indicators
     rows = "\n".join(f"| {k} | {'' if v is None else v} |" for k, v in ind.items())
+    links = ""
+    if strategies:
+        # Run -> regime -> strategies: the ids to look up in gRPC (GetStrategy), Redis and Kafka.
+        links = "\n## Strategies of this run\n\n| profile | strategy id | picks artifact |\n" \
+            "|---|---|---|\n" + "".join(
+                f"| {p} | `{sid}` | picks-{p} |\n" for p, sid in strategies.items()
+            )  # fmt: skip
     status = "new result" if inserted else "already stored (rerun: nothing written)"
     return (
         f"# Market regime {r.as_of}: **{r.regime}**\n\n"
@@ -47,7 +72,7 @@ def regime_markdown(r: RegimeResult, *, inserted: bool, events: int, previous: s
         f"- previous persisted regime: `{previous or 'none'}`; {status}; events queued: {events}\n"
         f"- model `{r.model_version}`, regime run id `{r.run_id}`,"
         f" computed {r.computed_at:%Y-%m-%d %H:%M:%S} UTC\n\n"
-        f"{r.reasoning}\n\n| indicator | value |\n|---|---|\n{rows}\n"
+        f"{r.reasoning}\n\n| indicator | value |\n|---|---|\n{rows}\n{links}"
     )
 
 
@@ -78,6 +103,7 @@ def daily_pipeline(
     strategies: bool = True,
     users: list[str] | None = None,
     universe: str | None = None,
+    replay: bool = False,
 ) -> dict[str, Any]:
     """Regime -> sectors -> profile strategies -> user strategies -> publish, for `as_of`
     (default: the latest session in the data).
@@ -85,18 +111,27 @@ def daily_pipeline(
     `history_days` > 0 first stores any missing sessions of that many calendar days before
     `as_of` (a fresh deployment's warm-up), so the as-of result is judged against them.
     `strategies=False` is the regime-only baseline run; `users` recomputes only those users;
-    `universe` overrides BLOASIS_UNIVERSE (e.g. synthetic:500:7)."""
+    `universe` overrides BLOASIS_UNIVERSE (e.g. synthetic:500:7). `replay` runs the next session
+    of the replay clock (BLOASIS_REPLAY_START..BLOASIS_REPLAY_END), one per run."""
     if history_days < 0:
         raise ValueError(f"history_days must be >= 0, got {history_days}")
     if trigger not in TRIGGERS:
         raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
     logger = get_run_logger()
-    if trigger == "baseline" and as_of is None and strategies:
+    if replay and as_of is not None:
+        raise ValueError("replay runs pick their own as-of: leave as_of empty")
+    if trigger == "baseline" and as_of is None and strategies and not replay and _scheduled():
         today = pipeline.exchange_today()
         if not pipeline.is_trading_day(today):
             # The scheduled daily run fires on weekdays; holidays are found here.
-            logger.info("%s is not a NYSE trading day: nothing to do", today.isoformat())
-            return {"skipped": f"{today.isoformat()} is not a NYSE trading day"}
+            why = f"{today.isoformat()} is not a NYSE trading day"
+            logger.info("%s: nothing to do", why)
+            create_markdown_artifact(
+                key="regime-summary",
+                markdown=f"# Skipped\n\n{why}: the scheduled run does nothing today.",
+                description=why,
+            )
+            return {"skipped": why}
     settings = load_settings()
     universe = universe or settings.universe
     parse_universe(universe)
@@ -106,14 +141,24 @@ def daily_pipeline(
     t0 = time.perf_counter()
 
     md = load_market_data(as_of, universe, settings.quarantine)
+    if replay:
+        if settings.replay_start is None:
+            raise ValueError("a replay run needs BLOASIS_REPLAY_START (e.g. 2007-06-01)")
+        as_of = pipeline.replay_as_of(
+            engine, md, model.version, settings.replay_start, settings.replay_end
+        )
+        logger.info("replay clock: %s", as_of.isoformat())
+        md = md.as_of(as_of)  # point in time, as a run on that day would have seen it
     resolved = pipeline.resolve_as_of(md, as_of)
+    set_run_as_of(resolved)
     timings["load_s"] = time.perf_counter() - t0
     # The Prefect flow run id is the pipeline run id: the UI and the database share one key.
     run_id = uuid.UUID(str(flow_run.id)) if flow_run.id else uuid.uuid4()
-    if as_of is None and flow_run.id:
+    if (as_of is None or replay) and flow_run.id:
         # Named "pipeline-latest" at start; the UI should show the date it resolved to.
         with get_client(sync_client=True) as client:
-            client.update_flow_run(flow_run.id, name=f"pipeline-{resolved.isoformat()}")
+            name = f"{'replay' if replay else 'pipeline'}-{resolved.isoformat()}"
+            client.update_flow_run(flow_run.id, name=name)
     params = {
         "as_of": resolved.isoformat(),
         "trigger": trigger,
@@ -122,6 +167,7 @@ def daily_pipeline(
         "strategies": strategies,
         "users": users,
         "universe": universe,
+        "replay": replay,
         "regime_params": model.params.as_dict(),
     }
     # One run per (model version, as-of) writes at a time; a second one waits here and then
@@ -224,7 +270,11 @@ def daily_pipeline(
             create_markdown_artifact(
                 key="regime-summary",
                 markdown=regime_markdown(
-                    stored, inserted=outcome.inserted, events=outcome.events, previous=prev
+                    stored,
+                    inserted=outcome.inserted,
+                    events=outcome.events,
+                    previous=prev,
+                    strategies=tier_info.get("strategies"),
                 ),
                 description=f"Regime {stored.as_of}: {stored.regime}",
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import redis
@@ -39,3 +40,35 @@ STORE_RETRIES: dict[str, Any] = {
     "retry_delay_seconds": [1, 2, 4],
     "retry_condition_fn": retry_on_transient,
 }
+
+
+# The as-of each flow run resolved to ("latest" -> a date), by flow run id: its tasks carry it in
+# their run names. Not a ContextVar: Prefect's Dask runner pickles the context, and a ContextVar
+# set in it cannot be pickled.
+_RUN_AS_OF: dict[str, str] = {}
+
+
+def set_run_as_of(as_of: date) -> None:
+    from prefect.runtime import flow_run
+
+    if flow_run.id:
+        if len(_RUN_AS_OF) > 1000:  # a long-lived process (tests) runs many flows
+            _RUN_AS_OF.clear()
+        _RUN_AS_OF[str(flow_run.id)] = as_of.isoformat()
+
+
+class named:  # lower case: used like a function, task_run_name=named("store-users")
+    """A task_run_name callable: `<base>-<as-of>`, so the UI shows which date a task ran for.
+    A class, not a closure: Dask pickles the task, and its run-name callable with it."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def __call__(self) -> str:
+        from prefect.runtime import flow_run, task_run
+
+        params = task_run.parameters or {}
+        as_of = (
+            _RUN_AS_OF.get(str(flow_run.id)) or params.get("as_of") or params.get("end") or "latest"
+        )
+        return f"{self.base}-{as_of}"

@@ -12,6 +12,7 @@ from bloasis.config import Settings
 from bloasis.publish.kafka_options import client_options
 from bloasis.publish.relay import RelayError, RelayStats, relay_pending
 from bloasis.store.db import get_engine
+from tasks.common import named
 
 
 def run_relay(settings: Settings, *, max_events: int | None = None) -> RelayStats:
@@ -27,7 +28,7 @@ def run_relay(settings: Settings, *, max_events: int | None = None) -> RelayStat
     )
 
 
-@task(name="relay-outbox", cache_policy=NO_CACHE)
+@task(name="relay-outbox", cache_policy=NO_CACHE, task_run_name=named("relay-outbox"))
 def relay_outbox(settings: Settings) -> str:
     """Publish pending events; a broker outage leaves them in the outbox for the next relay."""
     try:

@@ -14,10 +14,10 @@ from bloasis.marketdata import MarketData
 from bloasis.regime.model import RegimeModel
 from bloasis.regime.types import RegimeResult
 from bloasis.store.db import get_engine
-from tasks.common import STORE_RETRIES
+from tasks.common import STORE_RETRIES, named
 
 
-@task(name="load-market-data", cache_policy=NO_CACHE)
+@task(name="load-market-data", cache_policy=NO_CACHE, task_run_name=named("load-market-data"))
 def load_market_data(
     end: date | None = None, universe: str = "embedded", quarantine: bool = False
 ) -> MarketData:
@@ -40,6 +40,7 @@ def compute_regime(
     name="persist-regime",
     cache_policy=NO_CACHE,
     **STORE_RETRIES,
+    task_run_name=named("persist-regime"),
 )
 def persist_regime(settings: Settings, result: RegimeResult) -> pipeline.PersistOutcome:
     return pipeline.persist_regime(get_engine(settings), result)

@@ -20,7 +20,7 @@ from bloasis.regime.types import RegimeResult
 from bloasis.store import strategies as store
 from bloasis.store.db import get_engine
 from bloasis.strategy.engine import ProfileBook
-from tasks.common import STORE_RETRIES
+from tasks.common import STORE_RETRIES, named
 
 
 def task_runner_for(settings: Settings) -> Any:
@@ -64,16 +64,12 @@ def sectors_and_profiles(
     return out
 
 
-@task(
-    name="load-users",
-    cache_policy=NO_CACHE,
-    **STORE_RETRIES,
-)
+@task(name="load-users", cache_policy=NO_CACHE, **STORE_RETRIES, task_run_name=named("load-users"))
 def load_users(settings: Settings, user_ids: Sequence[str] | None) -> list[store.StoredPreferences]:
     return strategy_run.load_users(get_engine(settings), user_ids)
 
 
-@task(name="derive-users", cache_policy=NO_CACHE)
+@task(name="derive-users", cache_policy=NO_CACHE, task_run_name=named("derive-users"))
 def derive_users(
     books: dict[str, ProfileBook],
     users: Sequence[store.StoredPreferences],
@@ -87,9 +83,7 @@ def derive_users(
 
 
 @task(
-    name="store-users",
-    cache_policy=NO_CACHE,
-    **STORE_RETRIES,
+    name="store-users", cache_policy=NO_CACHE, **STORE_RETRIES, task_run_name=named("store-users")
 )
 def store_users(
     settings: Settings, chunks: Sequence[strategy_run.UserChunk]
@@ -97,7 +91,7 @@ def store_users(
     return strategy_run.store_user_chunks(get_engine(settings), chunks)
 
 
-@task(name="switch-redis-keys", cache_policy=NO_CACHE)
+@task(name="switch-redis-keys", cache_policy=NO_CACHE, task_run_name=named("switch-redis-keys"))
 def publish_run(
     settings: Settings,
     model_version: str,

@@ -129,6 +129,15 @@ def test_prefect_deploy_all_registers_deployments(prefect_harness: None) -> None
 
     got = asyncio.run(deployments())
     assert got["daily-pipeline"] == (1, "ENQUEUE", ["30 17 * * 1-5"], "America/New_York")
+    assert got["replay"][:2] == (1, "CANCEL_NEW")
+
+    async def replay_schedules() -> list[tuple[float, bool]]:
+        async with get_client() as client:
+            d = await client.read_deployment_by_name("daily-pipeline/replay")
+            return [(s.schedule.interval.total_seconds(), s.active) for s in d.schedules]  # type: ignore[union-attr]
+
+    # Off until `bloasis up --replay` turns it on.
+    assert asyncio.run(replay_schedules()) == [(30.0, False)]
     assert got["outbox-relay"][:2] == (1, "CANCEL_NEW")
 
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, select, update
+from sqlalchemy import Connection, Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from bloasis.store.models import PipelineRun
@@ -98,3 +98,18 @@ def abandon_running(
 def get_run(conn: Connection, run_id: uuid.UUID) -> dict[str, Any] | None:
     row = conn.execute(select(_T).where(_T.c.id == run_id)).first()
     return dict(row._mapping) if row else None
+
+
+def last_replayed_as_of(
+    conn: Connection, *, model_version: str, start: date, end: date | None
+) -> date | None:
+    """The latest as-of a completed replay run reached inside [start, end] (the replay clock)."""
+    q = select(func.max(_T.c.as_of)).where(
+        _T.c.status == "completed",
+        _T.c.model_version == model_version,
+        _T.c.parameters["replay"].as_boolean().is_(True),
+        _T.c.as_of >= start,
+    )
+    if end is not None:
+        q = q.where(_T.c.as_of <= end)
+    return conn.execute(q).scalar_one_or_none()

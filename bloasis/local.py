@@ -1,0 +1,490 @@
+"""`bloasis up` / `bloasis down`: the whole system on one machine, in the background.
+
+The embedded stack, a Prefect server (UI and API; its database on the stack's PostgreSQL through
+asyncpg), the `bloasis-process` work pool with every deployment of prefect.yaml, one process
+worker, and the gRPC server. Each process is recorded (pid, start time, command, log) in
+`<state>/local.json`, so `down` stops exactly those and nothing else. Also the background gRPC
+server of `bloasis serve --background` (`<state>/serve.pid`), which `up` reuses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psutil
+
+from bloasis import stack
+from bloasis.config import Settings
+
+POOL = "bloasis-process"
+PREFECT_DATABASE = "prefect"
+REPLAY_DEPLOYMENT = "daily-pipeline/replay"
+# Deployments whose "latest session" runs would jump the served regime to the end of the data
+# while a replay walks through history: paused in replay mode.
+PAUSED_IN_REPLAY = ("daily-pipeline/daily-pipeline", "daily-pipeline/regime-baseline")
+START_TIMEOUT = 120.0
+HOST = stack.HOST
+
+Progress = Callable[[str], None]
+
+
+class LocalError(RuntimeError):
+    """The local deployment could not be started or stopped; the message says what to do."""
+
+
+# --- records -------------------------------------------------------------------------------
+
+
+def _record_path(settings: Settings) -> Path:
+    return settings.state_dir / "local.json"
+
+
+def _records(settings: Settings) -> dict[str, dict[str, Any]]:
+    path = _record_path(settings)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_records(settings: Settings, records: dict[str, dict[str, Any]]) -> None:
+    path = _record_path(settings)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(records, indent=2))
+    os.replace(tmp, path)
+
+
+def _alive(rec: dict[str, Any]) -> psutil.Process | None:
+    """The recorded process, if it still runs and is the one we started (pids are reused)."""
+    try:
+        proc = psutil.Process(int(rec["pid"]))
+        if abs(proc.create_time() - float(rec["create_time"])) > 1.0:
+            return None
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            with contextlib.suppress(psutil.Error, ChildProcessError):
+                proc.wait(0)
+            return None
+        return proc
+    except (KeyError, ValueError, psutil.Error):
+        return None
+
+
+def _start_process(
+    settings: Settings, name: str, cmd: list[str], env: dict[str, str], cwd: Path
+) -> dict[str, Any]:
+    log = settings.state_dir / f"{name}.log"
+    popen = _spawn_env(cmd, log, cwd, env)
+    proc = psutil.Process(popen.pid)
+    return {
+        "pid": popen.pid,
+        "create_time": proc.create_time(),
+        "cmd": cmd,
+        "log": str(log),
+        "started_at": time.time(),
+    }
+
+
+def _spawn_env(
+    cmd: list[str], log: Path, cwd: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(cmd)}\n".encode())
+        out.flush()
+        try:
+            return subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+                env={**os.environ, **env}, start_new_session=True, close_fds=True,
+            )  # fmt: skip
+        except OSError as exc:
+            raise LocalError(f"cannot run {cmd[0]}: {exc}") from exc
+
+
+def _stop_process(rec: dict[str, Any], signals: int = 1, timeout: float = 10.0) -> bool:
+    """Stop a recorded process and its children: `signals` SIGTERMs (a Prefect worker wants
+    two), then SIGKILL for whatever of its session is left."""
+    proc = _alive(rec)
+    if proc is None:
+        return False
+    with contextlib.suppress(psutil.Error):
+        children = proc.children(recursive=True)
+    for i in range(signals):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGTERM if i == 0 else signal.SIGINT)
+        if stack._wait_gone(proc, timeout / signals):
+            break
+    # Anything it started that is still there (flow-run processes, uvicorn) is ours too.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, signal.SIGKILL)
+    for p in [proc, *children]:
+        with contextlib.suppress(psutil.Error):
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                p.kill()
+        stack._wait_gone(p, 5.0)
+    return True
+
+
+# --- the background gRPC server ----------------------------------------------------------------
+
+
+def _pid_file(settings: Settings) -> Path:
+    return settings.state_dir / "serve.pid"
+
+
+def serving_pid(settings: Settings) -> int | None:
+    pf = _pid_file(settings)
+    if not pf.is_file():
+        return None
+    try:
+        pid = int(pf.read_text().split()[0])
+        cmdline = psutil.Process(pid).cmdline()
+    except (ValueError, IndexError, psutil.Error):
+        return None
+    # Only a live process running `bloasis serve` counts: pids are reused.
+    return pid if "serve" in cmdline else None
+
+
+def grpc_healthy(settings: Settings) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from bloasis.serve.client import ClientAuth, open_channel
+
+    # Health needs no token, but a TLS server needs a TLS channel (BLOASIS_GRPC_TLS_CA).
+    try:
+        with open_channel(settings.grpc_address, ClientAuth.from_settings(settings)) as ch:
+            resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+
+
+def serve_background(settings: Settings) -> tuple[int, bool]:
+    """Start `bloasis serve` detached (log `<state>/serve.log`); (pid, started now)."""
+    existing = serving_pid(settings)
+    if existing:
+        return existing, False
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.state_dir / "serve.log"
+    cmd = [sys.executable, "-m", "bloasis.cli", "serve", "--address", settings.grpc_address]
+    proc = _spawn_env(cmd, log_path, Path.cwd(), {})
+    _pid_file(settings).write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").splitlines()[-15:]
+            raise LocalError("gRPC server exited at start:\n  " + "\n  ".join(tail))
+        if grpc_healthy(settings):
+            return proc.pid, True
+        time.sleep(0.2)
+    raise LocalError(f"gRPC server did not become healthy in 30 s; see {log_path}")
+
+
+def stop_server(settings: Settings) -> bool:
+    pid = serving_pid(settings)
+    _pid_file(settings).unlink(missing_ok=True)
+    if pid is None:
+        return False
+    proc = psutil.Process(pid)
+    with contextlib.suppress(psutil.NoSuchProcess):
+        proc.terminate()
+    if not stack._wait_gone(proc, 10.0):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+        stack._wait_gone(proc, 5.0)
+    return True
+
+
+# --- Prefect ---------------------------------------------------------------------------------
+
+
+def project_root() -> Path:
+    """The checkout holding prefect.yaml (flows run from there: the yaml has no pull step)."""
+    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        for d in (base, *base.parents):
+            if (d / "prefect.yaml").is_file() and (d / "flows").is_dir():
+                return d
+    raise LocalError("prefect.yaml not found: run `bloasis up` from the BLOASIS checkout")
+
+
+def prefect_url(settings: Settings) -> str:
+    return f"http://{HOST}:{settings.prefect_port}"
+
+
+def prefect_env(settings: Settings) -> dict[str, str]:
+    """What every Prefect process of the local deployment (and a sourcing shell) needs."""
+    return {
+        "PREFECT_HOME": str((settings.state_dir / "prefect").resolve()),
+        "PREFECT_API_URL": f"{prefect_url(settings)}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+
+def prefect_database_url(settings: Settings) -> str:
+    """`postgresql+asyncpg://` on the app's PostgreSQL server, database `prefect` (created when
+    missing): Prefect's server fails on psycopg, the app itself keeps psycopg 3."""
+    import psycopg
+    from psycopg import sql
+
+    base = settings.require("database_url")
+    parts = urlsplit(base)
+    plain = urlunsplit(parts._replace(scheme="postgresql"))
+    with psycopg.connect(plain, autocommit=True, connect_timeout=5) as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PREFECT_DATABASE,))
+        if found.fetchone() is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PREFECT_DATABASE)))
+    return urlunsplit(parts._replace(scheme="postgresql+asyncpg", path=f"/{PREFECT_DATABASE}"))
+
+
+def _http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return bool(200 <= resp.status < 300)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _wait(what: str, ok: Callable[[], bool], rec: dict[str, Any], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ok():
+            return
+        if _alive(rec) is None:
+            raise LocalError(f"{what} exited at start; see {rec['log']}:\n{_tail(rec['log'])}")
+        time.sleep(0.5)
+    raise LocalError(f"{what} not ready after {timeout:.0f} s; see {rec['log']}")
+
+
+def _tail(log: str, lines: int = 15) -> str:
+    try:
+        return "\n".join(Path(log).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _prefect_bin() -> str:
+    return str(Path(sys.executable).with_name("prefect"))
+
+
+def _run_prefect(settings: Settings, args: list[str], cwd: Path, timeout: float = 180) -> str:
+    env = {**os.environ, **prefect_env(settings)}
+    try:
+        done = subprocess.run(
+            [_prefect_bin(), *args], cwd=cwd, env=env, capture_output=True, text=True,
+            timeout=timeout, stdin=subprocess.DEVNULL, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        raise LocalError(f"`prefect {' '.join(args)}` did not finish in {timeout:.0f} s") from exc
+    if done.returncode != 0:
+        out = (done.stdout + done.stderr).strip().splitlines()[-15:]
+        raise LocalError(f"`prefect {' '.join(args)}` failed:\n  " + "\n  ".join(out))
+    return done.stdout
+
+
+@contextlib.contextmanager
+def prefect_client(settings: Settings) -> Iterator[Any]:
+    """A sync Prefect client on this deployment's server, whatever the process' own settings."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per API request
+
+    with (
+        temporary_settings(updates={PREFECT_API_URL: f"{prefect_url(settings)}/api"}),
+        get_client(sync_client=True) as client,
+    ):
+        yield client
+
+
+def _ensure_pool(settings: Settings) -> None:
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with prefect_client(settings) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
+
+
+def _worker_online(settings: Settings) -> bool:
+    try:
+        with prefect_client(settings) as client:
+            workers = client.read_workers_for_work_pool(POOL)
+    except Exception:
+        return False
+    return any(str(getattr(w, "status", "")).upper().endswith("ONLINE") for w in workers)
+
+
+def configure_replay(settings: Settings, say: Progress) -> None:
+    """Replay: its schedule on (every BLOASIS_REPLAY_INTERVAL_SECONDS), the latest-session
+    schedules paused; otherwise the replay schedule off."""
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    with prefect_client(settings) as client:
+        replay = client.read_deployment_by_name(REPLAY_DEPLOYMENT)
+        on = settings.replay_start is not None
+        interval = IntervalSchedule(interval=timedelta(seconds=settings.replay_interval_seconds))
+        for sched in client.read_deployment_schedules(replay.id):
+            client.update_deployment_schedule(replay.id, sched.id, active=on, schedule=interval)
+        for name in PAUSED_IN_REPLAY:
+            dep = client.read_deployment_by_name(name)
+            for sched in client.read_deployment_schedules(dep.id):
+                client.update_deployment_schedule(dep.id, sched.id, active=not on)
+    if on:
+        say(
+            f"replay: {settings.replay_start} → {settings.replay_end or 'end of data'}, one"
+            f" trading day every {settings.replay_interval_seconds} s; daily schedules paused"
+        )
+
+
+# --- up / down -------------------------------------------------------------------------------
+
+
+def check_replay_state(settings: Settings) -> None:
+    """Replay needs nothing stored after its start: "current" is the latest as-of stored."""
+    if settings.replay_start is None:
+        return
+    from bloasis.regime.model import resolve_model
+    from bloasis.store.db import get_engine
+    from bloasis.store.regimes import latest_regime
+
+    mv = resolve_model(settings.model_version, settings.universe).version
+    with get_engine(settings).connect() as conn:
+        latest = latest_regime(conn, mv)
+    if latest is not None and latest.as_of > settings.replay_start:
+        raise LocalError(
+            f"BLOASIS_REPLAY_START={settings.replay_start}: regimes up to {latest.as_of} are "
+            f"already stored, which would stay current; replay on a fresh state dir "
+            f"(`make down && rm -rf {settings.state_dir}`, or set BLOASIS_STATE_DIR)"
+        )
+
+
+def up(settings: Settings, say: Progress) -> dict[str, str]:
+    """Start what is not running; idempotent. Returns the URLs to print."""
+    records = _records(settings)
+    root = project_root()
+    penv = prefect_env(settings)
+    state = str(settings.state_dir.resolve())
+
+    rec = records.get("prefect-server")
+    health = f"{prefect_url(settings)}/api/health"
+    if rec is None or _alive(rec) is None:
+        if _http_ok(health):
+            raise LocalError(
+                f"port {settings.prefect_port} already answers as a Prefect server not started "
+                "by this state dir; stop it or set BLOASIS_PREFECT_PORT"
+            )
+        if not stack._port_free(settings.prefect_port):
+            raise LocalError(
+                f"port {HOST}:{settings.prefect_port} is in use"
+                f"{stack._port_owner(settings.prefect_port)}; set BLOASIS_PREFECT_PORT"
+            )
+        db = prefect_database_url(settings)
+        say(f"prefect server: starting on {prefect_url(settings)} (database on PostgreSQL)")
+        env = {**penv, "PREFECT_API_DATABASE_CONNECTION_URL": db}
+        cmd = [_prefect_bin(), "server", "start", "--host", HOST,
+               "--port", str(settings.prefect_port)]  # fmt: skip
+        rec = _start_process(settings, "prefect-server", cmd, env, root)
+        records["prefect-server"] = rec
+        _save_records(settings, records)
+    _wait("prefect server", lambda: _http_ok(health), rec, START_TIMEOUT)
+    say("prefect server: ready")
+
+    _ensure_pool(settings)
+    say(f"deploying prefect.yaml to work pool {POOL}")
+    _run_prefect(settings, ["deploy", "--all", "--no-prompt"], root)
+    configure_replay(settings, say)
+
+    rec = records.get("worker")
+    if rec is None or _alive(rec) is None:
+        env = {**penv, "BLOASIS_STATE_DIR": state}
+        cmd = [_prefect_bin(), "worker", "start", "--pool", POOL, "--type", "process"]
+        rec = _start_process(settings, "worker", cmd, env, root)
+        records["worker"] = rec
+        _save_records(settings, records)
+        say(f"worker: started (pid {rec['pid']})")
+    _wait("prefect worker", lambda: _worker_online(settings), rec, START_TIMEOUT)
+
+    pid, started = serve_background(settings)
+    say(f"gRPC server: {'started' if started else 'already running'} (pid {pid})")
+    return {
+        "Prefect UI": prefect_url(settings),
+        "Prefect API": penv["PREFECT_API_URL"],
+        "gRPC": settings.grpc_address,
+        "logs": str(settings.state_dir),
+    }
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop what `up` started (worker first, so no new flow run starts), then the stack."""
+    records = _records(settings)
+    stopped: list[str] = []
+    if stop_server(settings):
+        stopped.append("grpc")
+    for name, signals in (("worker", 2), ("prefect-server", 1)):
+        rec = records.pop(name, None)
+        if rec is not None and _stop_process(rec, signals=signals):
+            stopped.append(name)
+    if _record_path(settings).is_file():
+        _save_records(settings, records)
+    stopped += stack.down(settings.state_dir)
+    return stopped
+
+
+def status(settings: Settings) -> list[dict[str, Any]]:
+    out = []
+    for name, rec in _records(settings).items():
+        proc = _alive(rec)
+        out.append({"name": name, "running": proc is not None, "pid": rec.get("pid"),
+                    "log": rec.get("log")})  # fmt: skip
+    return out
+
+
+def last_deployment_runs(settings: Settings) -> list[dict[str, Any]]:
+    """The latest flow run of each deployment on this deployment's Prefect server."""
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    out: list[dict[str, Any]] = []
+    with prefect_client(settings) as client:
+        for dep in client.read_deployments():
+            runs = client.read_flow_runs(
+                deployment_filter=_deployment_filter(dep.id), flow_run_filter=_started(),
+                sort=FlowRunSort.START_TIME_DESC, limit=1,
+            )  # fmt: skip
+            run = runs[0] if runs else None
+            out.append({
+                "deployment": dep.name,
+                "run": run.name if run else None,
+                "state": run.state_name if run else None,
+                "start": run.start_time.isoformat() if run and run.start_time else None,
+            })  # fmt: skip
+    return out
+
+
+def _deployment_filter(dep_id: Any) -> Any:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    return DeploymentFilter(id=DeploymentFilterId(any_=[dep_id]))
+
+
+def _started() -> Any:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
+
+    # Scheduled runs that have not started yet are not "the last run".
+    return FlowRunFilter(start_time=FlowRunFilterStartTime(is_null_=False))
