@@ -6,10 +6,7 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
@@ -248,10 +245,81 @@ def cmd_relay(args: argparse.Namespace) -> int:
     from tasks.publish import run_relay
 
     settings = load_settings()
+    if not args.once:
+        return _relay_loop(settings, args.interval, args.max_events)
     stats = run_relay(settings, max_events=args.max_events)
     print(
         f"published {stats.published} events in {stats.batches} batches "
         f"({stats.seconds:.2f}s); {stats.pending} pending"
+    )
+    return 0
+
+
+def _relay_loop(settings: Settings, interval: float, max_events: int | None) -> int:
+    """Relay every `interval` seconds until SIGTERM/SIGINT, with /metrics on
+    BLOASIS_METRICS_HOST:BLOASIS_RELAY_METRICS_PORT (0: off). A broker or store outage is
+    logged and retried on the next pass: the events wait in the outbox."""
+    import logging
+    import signal
+    import threading
+
+    from bloasis import metrics
+    from bloasis.publish.relay import RelayError
+    from tasks.publish import run_relay
+
+    if interval <= 0:
+        raise CliError(f"--interval must be positive, got {interval:g}")
+    log = logging.getLogger("bloasis.relay")
+    endpoint = None
+    if settings.relay_metrics_port:
+        host, port = settings.metrics_host, settings.relay_metrics_port
+        try:
+            endpoint = metrics.start_metrics_endpoint(host, port)
+            log.info("relay metrics on %s", endpoint.url)
+        except OSError as exc:  # relaying matters more than its metrics
+            log.error("relay metrics not served: cannot listen on %s:%d (%s)", host, port, exc)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    log.info("relaying every %gs", interval)
+    try:
+        while not stop.is_set():
+            try:
+                stats = run_relay(settings, max_events=max_events)
+                if stats.published:
+                    log.info("published %d events, %d pending", stats.published, stats.pending)
+            except RelayError as exc:
+                log.warning("%s", exc)
+            except Exception as exc:  # the store down: retry on the next pass
+                log.warning("relay pass failed: %s", str(exc).splitlines()[0][:300])
+            stop.wait(interval)
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+    return 0
+
+
+# --- data ------------------------------------------------------------------------------------
+def cmd_data(args: argparse.Namespace) -> int:
+    """Write a universe (any BLOASIS_UNIVERSE spec) as a bars store for `parquet:DIR`."""
+    import time
+
+    from bloasis.config import parse_universe
+    from bloasis.marketdata.parquet import write_parquet
+    from bloasis.pipeline import load_market_data_with_issues
+
+    universe = args.universe or load_settings().universe
+    try:
+        parse_universe(universe)
+    except ValueError as exc:
+        raise CliError(f"--universe {universe}: {exc}") from None
+    t0 = time.perf_counter()
+    md, issues = load_market_data_with_issues(None, universe, quarantine=args.quarantine)
+    out = write_parquet(md, args.out)
+    rows, symbols = md.closes.shape
+    print(
+        f"wrote {symbols} symbols x {rows} sessions from {md.source} to {out} "
+        f"({time.perf_counter() - t0:.1f}s); use BLOASIS_UNIVERSE=parquet:{out}"
+        + (f"; {len(issues)} bad rows quarantined" if issues else "")
     )
     return 0
 
@@ -288,40 +356,17 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 # --- serve -----------------------------------------------------------------------------------
-def _pid_file(settings: Settings) -> Path:
-    return settings.state_dir / "serve.pid"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _serving_pid(settings: Settings) -> int | None:
-    pf = _pid_file(settings)
-    if not pf.is_file():
-        return None
-    try:
-        pid = int(pf.read_text().split()[0])
-    except (ValueError, IndexError):
-        return None
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    # Only a live process running `bloasis serve` counts: pids are reused.
-    if _pid_alive(pid) and cmdline.exists() and b"serve" in cmdline.read_bytes():
-        return pid
-    return None
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {"grpc_address": args.address} if args.address else {}
     settings = load_settings(**overrides)
     if args.background:
-        return _serve_background(settings)
+        from bloasis import local
+
+        pid, started = local.serve_background(settings)
+        log = settings.state_dir / "serve.log"
+        state = f"pid {pid}, log {log}" if started else f"already running, pid {pid}"
+        print(f"serving gRPC on {settings.grpc_address} ({state})")
+        return 0
     from bloasis.serve.server import serve
 
     def ready(addr: str) -> None:
@@ -331,69 +376,53 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_background(settings: Settings) -> int:
-    existing = _serving_pid(settings)
-    if existing:
-        print(f"already serving (pid {existing}) on {settings.grpc_address}")
-        return 0
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    log_path = settings.state_dir / "serve.log"
-    cmd = [sys.executable, "-m", "bloasis.cli", "serve", "--address", settings.grpc_address]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-    _pid_file(settings).write_text(f"{proc.pid}\n")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace").splitlines()[-15:]
-            raise CliError("gRPC server exited at start:\n  " + "\n  ".join(tail))
-        if _health_ok(settings):
-            print(f"serving gRPC on {settings.grpc_address} (pid {proc.pid}, log {log_path})")
-            return 0
-        time.sleep(0.2)
-    raise CliError(f"gRPC server did not become healthy in 30 s; see {log_path}")
+# --- up / down: the local deployment ------------------------------------------------------------
+def _replay_span(value: str) -> tuple[date, date | None]:
+    start, _, end = value.partition(":")
+    return _iso_date(start), (_iso_date(end) if end else None)
 
 
-def _health_ok(settings: Settings) -> bool:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+def cmd_up(args: argparse.Namespace) -> int:
+    from bloasis import local, stack
 
-    from bloasis.serve.client import ClientAuth, open_channel
+    overrides: dict[str, Any] = {}
+    if args.replay:
+        overrides["replay_start"], overrides["replay_end"] = args.replay
+    if args.replay_every:
+        overrides["replay_interval_seconds"] = args.replay_every
+    state_dir = default_state_dir()
+    env = stack.up(state_dir, progress=lambda m: print(m, file=sys.stderr))
+    settings = load_settings(**overrides)
+    _migrate(settings)
+    _ensure_demo_user(settings)
+    local.check_replay_state(settings)
+    extras = local.prefect_env(settings)
+    if settings.replay_start is not None:
+        extras["BLOASIS_REPLAY_START"] = settings.replay_start.isoformat()
+        if settings.replay_end is not None:
+            extras["BLOASIS_REPLAY_END"] = settings.replay_end.isoformat()
+    # Flow runs read these from the env file (the worker points them at this state dir).
+    stack.write_env(state_dir, env | extras)
+    urls = local.up(settings, lambda m: print(m, file=sys.stderr, flush=True))
+    print()
+    for name, url in urls.items():
+        print(f"  {name:<12} {url}")
+    print(f"\nUse it from a shell with: source {state_dir}/env   (then e.g. `bloasis status`)")
+    print("Run the pipeline now: prefect deployment run daily-pipeline/daily-pipeline")
+    print("Stop everything with: make down")
+    return 0
 
-    # Health needs no token, but a TLS server needs a TLS channel (BLOASIS_GRPC_TLS_CA).
-    try:
-        with open_channel(settings.grpc_address, ClientAuth.from_settings(settings)) as ch:
-            resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-            return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
-    except grpc.RpcError:
-        return False
 
+def cmd_down(args: argparse.Namespace) -> int:
+    from bloasis import local
 
-def _stop_server(settings: Settings) -> bool:
-    pid = _serving_pid(settings)
-    _pid_file(settings).unlink(missing_ok=True)
-    if pid is None:
-        return False
-    os.kill(pid, signal.SIGTERM)
-    for _ in range(100):
-        if not _pid_alive(pid):
-            return True
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-    return True
+    stopped = local.down(load_settings())
+    print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    return 0
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from bloasis import stack
-
-    settings = load_settings()
-    print("gRPC server stopped" if _stop_server(settings) else "gRPC server was not running")
-    stopped = stack.down(settings.state_dir)
-    print(f"stack stopped: {', '.join(stopped) or 'nothing was running'}")
-    return 0
+    return cmd_down(args)  # `make stop` after `make run`, or `make down` after `make up`
 
 
 # --- status --------------------------------------------------------------------------------
@@ -414,8 +443,15 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             for st in stack.status(settings.state_dir)
         ]
     }
-    pid = _serving_pid(settings)
-    out["grpc"] = {"address": settings.grpc_address, "pid": pid}
+    from bloasis import local
+
+    out["local"] = local.status(settings)
+    out["grpc"] = {"address": settings.grpc_address, "pid": local.serving_pid(settings)}
+    if any(c["name"] == "prefect-server" and c["running"] for c in out["local"]):
+        try:
+            out["deployments"] = local.last_deployment_runs(settings)
+        except Exception as exc:
+            out["deployments"] = [{"error": str(exc).splitlines()[0][:200]}]
     try:
         from bloasis.serve import client
 
@@ -426,7 +462,9 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             "served_from": reg.get("served_from"),
         }
     except Exception as exc:
-        out["grpc"] |= {"serving": False, "error": str(exc).splitlines()[0][:200]}
+        first = str(exc).splitlines()[0][:200]
+        # NOT_FOUND is an answer: the server is up, nothing is stored yet.
+        out["grpc"] |= {"serving": "NOT_FOUND" in first, "served_as_of": None, "error": first}
     try:
         from sqlalchemy import text
 
@@ -445,8 +483,19 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                     "FROM pipeline_runs ORDER BY flow, started_at DESC"
                 )
             ).all()
+            fresh: dict[str, Any] = {}
+            if reg_row is not None:
+                from datetime import UTC, datetime
+
+                from bloasis.freshness import trading_age_seconds
+
+                age = trading_age_seconds(reg_row.as_of, datetime.now(UTC))
+                sla = settings.freshness_sla_seconds
+                fresh = {"age_hours": round(age / 3600, 1), "sla_hours": round(sla / 3600, 1),
+                         "breach": bool(sla) and age > sla}  # fmt: skip
             out["store"] = {
                 "model_version": mv,
+                "freshness": fresh,
                 "latest_regime_as_of": reg_row.as_of.isoformat() if reg_row else None,
                 "latest_regime_computed_at": reg_row.computed_at.isoformat() if reg_row else None,
                 "latest_strategy_as_of": str(latest_strategy_as_of(conn, mv) or "") or None,
@@ -475,8 +524,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     for svc in report["services"]:
         state = "running" if svc["running"] else "DOWN"
         print(f"{svc['name']:<9} {state:<8} {svc['url'] or '-'}")
+    for comp in report["local"]:
+        state = "running" if comp["running"] else "DOWN"
+        print(f"{comp['name']:<9} {state:<8} pid {comp['pid']}, log {comp['log']}")
+    for d in report.get("deployments", []):
+        if "error" in d:
+            print(f"prefect   DOWN     {d['error']}")
+            continue
+        last = f"{d['run']} {d['state']} at {d['start']}" if d["run"] else "no run yet"
+        print(f"deployment {d['deployment']:<16} last run: {last}")
     g = report["grpc"]
-    if g.get("serving"):
+    if g.get("serving") and g.get("served_as_of") is None:
+        print(f"grpc      serving  {g['address']} (nothing stored yet: run the pipeline)")
+    elif g.get("serving"):
         print(f"grpc      serving  {g['address']} (as-of {g['served_as_of']}, {g['served_from']})")
     else:
         print(f"grpc      DOWN     {g['address']}: {g.get('error', '')}")
@@ -489,6 +549,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         f" (computed {st['latest_regime_computed_at']}),"
         f" strategies {st['latest_strategy_as_of']}, outbox backlog {st['outbox_backlog']}"
     )
+    if f := st.get("freshness"):
+        verdict = "STALE (over the SLA)" if f["breach"] else "fresh"
+        print(
+            f"freshness {verdict}: {f['age_hours']} trading hours since that session's close"
+            f" (SLA {f['sla_hours'] or 'off'} h)"
+        )
     for r in st["last_runs"]:
         print(
             f"last run  {r['flow']:<16} {r['status']:<10} as-of {r['as_of']} at {r['started_at']}"
@@ -542,6 +608,34 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- bench -----------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    # The suite lives next to the package (a source checkout), not inside it.
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "suite.py").is_file():
+        raise CliError(f"no benchmark suite at {root / 'bench'}: run from a source checkout")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from bench.common import emit
+    from bench.suite import REGISTRY, run
+
+    if args.list:
+        print("\n".join(REGISTRY))
+        return 0
+    unknown = [n for n in args.names if n not in REGISTRY]
+    if unknown:
+        raise CliError(f"unknown benchmark {', '.join(unknown)}; see bloasis bench --list")
+    entries = run(args.names, args.size)
+    if args.json:
+        emit(entries)
+    else:
+        for e in entries:
+            ratio = "" if e.get("ratio") is None else f"  ratio {e['ratio']}"
+            met = {True: "met", False: "MISSED", None: ""}[e.get("met")]
+            print(f"{e['name']:32} {e['value']} {e['unit']}{ratio}  {e['target']}  {met}".rstrip())
+    return 0 if all(e.get("met") is not False for e in entries) else 1
+
+
 # --- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -581,7 +675,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--regime-only", action="store_true", help="skip sectors and strategies")
     r.add_argument("--users", nargs="+", default=None, help="recompute only these users now")
     r.add_argument(
-        "--universe", default=None, help="embedded (default) or synthetic:N[:seed[:years]]"
+        "--universe",
+        default=None,
+        help="embedded (default), file:PATH, parquet:DIR or synthetic:N[:seed[:years]]",
     )
     r.set_defaults(func=cmd_run)
 
@@ -609,10 +705,26 @@ def build_parser() -> argparse.ArgumentParser:
     use.add_argument("--prefix", default="u")
     u.set_defaults(func=cmd_users)
 
-    rl = sub.add_parser("relay", help="publish pending outbox events to Kafka")
+    rl = sub.add_parser("relay", help="publish pending outbox events to Kafka (loops; --once)")
     rl.add_argument("--once", action="store_true", help="publish what is pending and exit")
-    rl.add_argument("--max-events", type=int, default=None)
+    rl.add_argument("--max-events", type=int, default=None, help="at most this many per pass")
+    rl.add_argument(
+        "--interval", type=float, default=5.0, help="seconds between passes (without --once)"
+    )
     rl.set_defaults(func=cmd_relay)
+
+    da = sub.add_parser("data", help="market data: write a bars store (parquet:DIR)")
+    das = da.add_subparsers(dest="action", required=True)
+    dai = das.add_parser("import", help="write a universe as a Parquet bars store")
+    dai.add_argument(
+        "--universe",
+        default=None,
+        help="what to import: embedded, file:PATH or synthetic:N[:seed[:years]] "
+        "(default BLOASIS_UNIVERSE)",
+    )
+    dai.add_argument("--out", type=Path, required=True, help="store directory (created)")
+    dai.add_argument("--quarantine", action="store_true", help="drop bad rows with a warning")
+    da.set_defaults(func=cmd_data)
 
     t = sub.add_parser("topics", help="list (and create) the Kafka topics")
     t.add_argument("--ensure", action="store_true", help="create missing topics first")
@@ -627,6 +739,27 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--address", default=None, help="host:port (default BLOASIS_GRPC_ADDRESS)")
     sv.add_argument("--background", action="store_true", help="start detached, wait until ready")
     sv.set_defaults(func=cmd_serve)
+
+    up = sub.add_parser(
+        "up", help="local deployment: stack, Prefect server + UI, deployments, worker, gRPC"
+    )
+    up.add_argument(
+        "--replay",
+        type=_replay_span,
+        default=None,
+        metavar="START[:END]",
+        help="walk history one trading day per scheduled run (BLOASIS_REPLAY_START/END)",
+    )
+    up.add_argument(
+        "--replay-every",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between replay runs (BLOASIS_REPLAY_INTERVAL_SECONDS, default 30)",
+    )
+    up.set_defaults(func=cmd_up)
+    dn = sub.add_parser("down", help="stop everything `up` started (worker, Prefect, gRPC, stack)")
+    dn.set_defaults(func=cmd_down)
 
     st = sub.add_parser("stop", help="stop the background gRPC server and the embedded stack")
     st.set_defaults(func=cmd_stop)
@@ -647,6 +780,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--force-refresh", action="store_true")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_get)
+
+    bn = sub.add_parser("bench", help="issue 7's benchmarks (private embedded stacks), as JSON")
+    bn.add_argument("names", nargs="*", help="default: all (see --list)")
+    bn_size = bn.add_mutually_exclusive_group()
+    bn_size.add_argument("--quick", dest="size", action="store_const", const="quick")
+    bn_size.add_argument("--tiny", dest="size", action="store_const", const="tiny")
+    bn.set_defaults(size="full")
+    bn.add_argument("--list", action="store_true", help="print the benchmark names")
+    bn.add_argument("--json", action="store_true", help="the bench JSON document on stdout")
+    bn.set_defaults(func=cmd_bench)
     for name, sp in sub.choices.items():
         sp.formatter_class = argparse.RawDescriptionHelpFormatter
         sp.epilog = "examples:\n" + "\n".join(
@@ -659,6 +802,8 @@ EXAMPLES: dict[str, str] = {
     "stack": "bloasis stack up\nbloasis stack status\n"
     "bloasis stack stop kafka && bloasis stack start kafka",
     "db": "bloasis db upgrade\nbloasis db current",
+    "data": "bloasis data import --universe synthetic:5000:7:10 --out bars\n"
+    "bloasis data import --universe file:bars.csv.gz --out bars --quarantine",
     "run": "bloasis run\nbloasis run --as-of 2008-10-15 --json\nbloasis run --history-days 365\n"
     "bloasis run --users test u00042\nbloasis run --regime-only\n"
     "bloasis run --universe synthetic:500:7",
@@ -666,15 +811,19 @@ EXAMPLES: dict[str, str] = {
     "bloasis backfill --start 2020-01-02 --end 2020-06-30 --json > days.json",
     "users": "bloasis users add alice --profile conservative --exclude Energy --max-position 0.08\n"
     "bloasis users list\nbloasis users seed 100000 --seed 1",
-    "relay": "bloasis relay --once",
+    "relay": "bloasis relay --once\nbloasis relay --interval 2",
     "topics": "bloasis topics --ensure",
     "cache": "bloasis cache\nbloasis cache 'strategy:*' --show",
     "serve": "bloasis serve\nbloasis serve --background --address 127.0.0.1:50051",
+    "up": "bloasis up\nbloasis up --replay 2007-06-01:2009-06-30 --replay-every 20",
+    "down": "bloasis down",
     "stop": "bloasis stop",
     "status": "bloasis status\nbloasis status --json",
     "get": "bloasis get regime\nbloasis get history --start 2020-02-01 --end 2020-04-30\n"
     "bloasis get watch\nbloasis get sectors\nbloasis get strategy --user test\n"
     "bloasis get strategy --profile conservative --as-of 2008-10-15 --json",
+    "bench": "bloasis bench --list\nbloasis bench relay_throughput --quick --json\n"
+    "bloasis bench grpc_regime_vs_floor freshness_p99 --json > bench.json",
 }
 EXIT_CODES = (
     "exit codes: 0 done; 1 an error you can act on (one line on stderr); 2 bad usage;\n"
@@ -682,10 +831,24 @@ EXIT_CODES = (
 )
 
 
+def _configure_logging() -> None:
+    """The one place logging is set up (BLOASIS_LOG_LEVEL, BLOASIS_LOG_FORMAT), before Prefect is
+    imported so Prefect keeps this handler; in a flow, JSON lines carry the run id."""
+    from bloasis.logs import configure_logging
+
+    try:
+        settings = load_settings()
+    except SettingsError:  # reported by the command that needs the settings, if any
+        configure_logging()
+        return
+    configure_logging(settings.log_level, settings.log_format)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        _configure_logging()
         return func(args)
     except (SettingsError, CliError) as exc:
         _err(str(exc))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -60,6 +61,11 @@ class Settings(BaseSettings):
     regime_ttl_seconds: int = Field(default=21600, gt=0, le=30 * 86400)
     sectors_ttl_seconds: int = Field(default=21600, gt=0, le=30 * 86400)
     strategy_ttl_seconds: int = Field(default=86400, gt=0, le=30 * 86400)
+    user_strategy_cache_seconds: float = Field(
+        default=1.0, ge=0, le=3600,
+        description="how long `serve` reuses a user's latest GetStrategy answer in process "
+        "(dropped at once on a new run or UpdatePreferences there); 0: off",
+    )  # fmt: skip
     history_max_days: int = Field(
         default=14000, gt=0, description="longest GetRegimeHistory range accepted"
     )
@@ -67,7 +73,8 @@ class Settings(BaseSettings):
     model_version: str = Field(default="regime-v2", min_length=1, max_length=64)
     universe: str = Field(
         default="embedded",
-        description="embedded (real data), file:PATH (CSV/Parquet), synthetic:N[:seed[:years]]",
+        description="embedded (real data), file:PATH (CSV/Parquet), parquet:DIR (bars store),"
+        " synthetic:N[:seed[:years]]",
     )
     quarantine: bool = Field(
         default=False,
@@ -85,11 +92,37 @@ class Settings(BaseSettings):
     )
     user_chunk_size: int = Field(default=10000, gt=0, le=1_000_000)
     top_n: int = Field(default=15, gt=0, le=100, description="picks per strategy")
-    relay_batch_size: int = Field(default=500, gt=0, le=100000)
+    relay_batch_size: int = Field(
+        default=5000, gt=0, le=100000, description="events per relay transaction (one claim)"
+    )
     run_lock_timeout_seconds: float = Field(
         default=900, gt=0, le=86400, description="how long a run waits for one of its as-of"
     )
     log_level: str = Field(default="INFO")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one object per line (ts, level, logger, message, run_id)"
+    )
+    # Observability (bloasis.metrics, bloasis.freshness). A port of 0 turns that endpoint off.
+    metrics_host: str = Field(
+        default="127.0.0.1", min_length=1, description="address the /metrics endpoints bind"
+    )
+    metrics_port: int = Field(default=9464, ge=0, lt=65536, description="`bloasis serve` metrics")
+    relay_metrics_port: int = Field(
+        default=9465, ge=0, lt=65536, description="looping `bloasis relay` metrics"
+    )
+    freshness_sla_seconds: int = Field(
+        default=129600, ge=0, le=30 * 86400,
+        description="alert when the served regime is older (trading days only); 0: off",
+    )  # fmt: skip
+    # Local deployment (`bloasis up`): the Prefect server's UI/API port, and replay mode.
+    prefect_port: int = Field(default=4200, gt=0, lt=65536, description="Prefect UI/API port")
+    replay_start: date | None = Field(
+        default=None, description="replay runs walk history one trading day per run from here"
+    )
+    replay_end: date | None = Field(default=None, description="replay stops advancing here")
+    replay_interval_seconds: int = Field(
+        default=30, ge=5, le=86400, description="seconds between replay runs (`bloasis up`)"
+    )
 
     @field_validator("database_url", "redis_url", "grpc_tokens", "grpc_token", mode="before")
     @classmethod
@@ -155,6 +188,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{', '.join(ENV_PREFIX + k for k, v in sasl.items() if v)}: only used with "
                 f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT or SASL_SSL (it is {protocol})"
+            )
+        if self.replay_end is not None and self.replay_start is None:
+            raise ValueError(f"{ENV_PREFIX}REPLAY_END needs {ENV_PREFIX}REPLAY_START")
+        if self.replay_start and self.replay_end and self.replay_end < self.replay_start:
+            raise ValueError(
+                f"{ENV_PREFIX}REPLAY_END={self.replay_end} is before "
+                f"{ENV_PREFIX}REPLAY_START={self.replay_start}"
             )
         if self.kafka_ssl_cafile is not None and not protocol.endswith("SSL"):
             raise ValueError(
@@ -246,7 +286,8 @@ def _shown(field: str, value: Any) -> str:
 
 
 def parse_universe(spec: str) -> tuple[str, int, int, int]:
-    """("embedded", 0, 0, 0), ("file", 0, 0, 0) for `file:PATH`, or ("synthetic", n_symbols,
+    """("embedded", 0, 0, 0), ("file", 0, 0, 0) for `file:PATH`, ("parquet", 0, 0, 0) for
+    `parquet:DIR` (a bars store written by `bloasis data import`), or ("synthetic", n_symbols,
     seed, years)."""
     if spec == "embedded":
         return ("embedded", 0, 0, 0)
@@ -254,11 +295,16 @@ def parse_universe(spec: str) -> tuple[str, int, int, int]:
         if not spec[5:]:
             raise ValueError("file: needs a path, e.g. file:data/bars.csv")
         return ("file", 0, 0, 0)
+    if spec.startswith("parquet:"):
+        if not spec[8:]:
+            raise ValueError("parquet: needs a directory, e.g. parquet:data/bars")
+        return ("parquet", 0, 0, 0)
     kind, _, rest = spec.partition(":")
     parts = rest.split(":") if rest else []
     if kind != "synthetic" or not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
         raise ValueError(
-            "expected embedded, file:PATH or synthetic:N[:seed[:years]], e.g. synthetic:500:7"
+            "expected embedded, file:PATH, parquet:DIR or synthetic:N[:seed[:years]],"
+            " e.g. synthetic:500:7"
         )
     n, seed, years = (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0,
                       int(parts[2]) if len(parts) > 2 else 10)  # fmt: skip
@@ -269,14 +315,15 @@ def parse_universe(spec: str) -> tuple[str, int, int, int]:
 
 def universe_tag(spec: str) -> str:
     """A short, stable name for a universe, used to namespace its results' model version:
-    a file is named by its base name and a hash of its absolute path."""
-    if not spec.startswith("file:"):
+    a file or a store is named by its base name and a hash of its absolute path."""
+    kind, sep, rest = spec.partition(":")
+    if kind not in ("file", "parquet") or not sep:
         return spec
     import hashlib
 
-    path = Path(spec[5:]).expanduser().resolve()
+    path = Path(rest).expanduser().resolve()
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
-    return f"file:{path.name[:24]}:{digest}"
+    return f"{kind}:{path.name[:24]}:{digest}"
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
