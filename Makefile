@@ -75,10 +75,10 @@ soak: install
 
 # Issue 7's figures, one JSON document on stdout (progress on stderr); private embedded stacks.
 bench: install h2load
-	$(BIN)/python -m bench
+	@$(BIN)/python -m bench
 
 bench-quick: install h2load
-	$(BIN)/python -m bench --quick
+	@$(BIN)/python -m bench --quick
 
 # h2load (Debian nghttp2-client) drives the gRPC benches with pre-encoded frames; without it
 # they fall back to a multi-process grpc.aio client, which shares the 2 CPUs with the server.
