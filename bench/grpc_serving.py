@@ -204,31 +204,15 @@ def run_load(
     address: str, method: str, calls: int, in_flight: int, processes: int
 ) -> dict[str, Any]:
     """`calls` calls at `in_flight` concurrent, from `processes` separate load processes."""
-    from bench.grpc_soak import _child_env, _stop
+    from bench.grpc_soak import run_load_processes
 
-    procs = []
-    for i in range(processes):
-        n = calls // processes + (1 if i < calls % processes else 0)
-        c = in_flight // processes + (1 if i < in_flight % processes else 0)
-        cmd = [
+    def command(n: int, c: int) -> list[str]:
+        return [
             sys.executable, "-m", "bench.grpc_serving", "load", "--address", address,
             "--method", method, "--calls", str(n), "--concurrency", str(c),
         ]  # fmt: skip
-        procs.append(
-            subprocess.Popen(
-                cmd, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
-            )
-        )
-    results = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=max(120.0, calls / 100))
-            if p.returncode != 0:
-                raise RuntimeError(f"load process failed: {err.decode()[-2000:]}")
-            results.append(json.loads(out))
-    finally:
-        for p in procs:
-            _stop(p, grace=5)
+
+    results = run_load_processes(command, calls, in_flight, processes, max(120.0, calls / 100))
     seconds = max(r["end"] for r in results) - min(r["start"] for r in results)
     lat = [x for r in results for x in r["latencies_us"]]
     errors: dict[str, int] = {}

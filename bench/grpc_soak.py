@@ -206,15 +206,20 @@ def _bench_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "bench.grpc_soak", *args]
 
 
-def run_load(address: str, calls: int, in_flight: int, processes: int) -> dict[str, Any]:
-    """`calls` calls at `in_flight` concurrent calls, split over `processes` load processes."""
-    per = [calls // processes + (1 if i < calls % processes else 0) for i in range(processes)]
-    conc = [
-        in_flight // processes + (1 if i < in_flight % processes else 0) for i in range(processes)
-    ]
+def run_load_processes(
+    command: Callable[[int, int], list[str]],
+    calls: int,
+    in_flight: int,
+    processes: int,
+    timeout: float,
+) -> list[dict[str, Any]]:
+    """`calls` calls at `in_flight` concurrent, split over `processes` load processes started
+    with `command(calls, concurrency)` at once; each prints one JSON result. Stopped by PID."""
     procs = []
-    for n, c in zip(per, conc, strict=True):
-        cmd = _bench_cmd("load", "--address", address, "--calls", str(n), "--concurrency", str(c))
+    for i in range(processes):
+        n = calls // processes + (1 if i < calls % processes else 0)
+        c = in_flight // processes + (1 if i < in_flight % processes else 0)
+        cmd = command(n, c)
         procs.append(
             subprocess.Popen(
                 cmd, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
@@ -223,13 +228,23 @@ def run_load(address: str, calls: int, in_flight: int, processes: int) -> dict[s
     results = []
     try:
         for p in procs:
-            out, err = p.communicate(timeout=max(60.0, calls / 200))
+            out, err = p.communicate(timeout=timeout)
             if p.returncode != 0:
                 raise RuntimeError(f"load process failed: {err.decode()[-2000:]}")
             results.append(json.loads(out))
     finally:
         for p in procs:
             _stop(p, grace=5)
+    return results
+
+
+def run_load(address: str, calls: int, in_flight: int, processes: int) -> dict[str, Any]:
+    """`calls` calls at `in_flight` concurrent calls, split over `processes` load processes."""
+
+    def command(n: int, c: int) -> list[str]:
+        return _bench_cmd("load", "--address", address, "--calls", str(n), "--concurrency", str(c))
+
+    results = run_load_processes(command, calls, in_flight, processes, max(60.0, calls / 200))
     # The load window as the clients saw it (process start-up excluded).
     seconds = max(r["end"] for r in results) - min(r["start"] for r in results)
     latencies = sorted(x for r in results for x in r["latencies_us"])
