@@ -1,49 +1,35 @@
 """Process logging: text (default) or JSON lines (BLOASIS_LOG_FORMAT=json), set up once by the CLI.
 
 A JSON line is one object: `ts` (UTC ISO 8601), `level`, `logger`, `message`, `run_id` when
-known, and `exc_info` for exceptions. The run id is the pipeline run id bound with `bind_run_id`
-or, failing that, what the registered run-id source says: the Prefect flows register one that
-reads the current flow run id (the daily pipeline and the backfill use that id as their
-pipeline run id), so this module knows nothing of Prefect.
+known, and `exc_info` for exceptions. The run id is what the registered run-id source says: the
+Prefect flows register one that reads the current flow run id (the daily pipeline and the
+backfill use that id as their pipeline run id), so this module knows nothing of Prefect. (Not a
+ContextVar bound per run: Prefect's Dask runner pickles the context, and cannot pickle one.)
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Final
 
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
-_RUN_ID: ContextVar[str | None] = ContextVar("bloasis_run_id", default=None)
 _run_id_source: Callable[[], str | None] | None = None
 
 
-@contextlib.contextmanager
-def bind_run_id(run_id: object) -> Iterator[None]:
-    """Log records made inside the block (this context and tasks copied from it) carry it."""
-    token = _RUN_ID.set(str(run_id))
-    try:
-        yield
-    finally:
-        _RUN_ID.reset(token)
-
-
 def set_run_id_source(source: Callable[[], str | None] | None) -> None:
-    """Where the run id comes from when none is bound (e.g. the orchestrator's current run)."""
+    """Where the run id comes from (e.g. the orchestrator's current run)."""
     global _run_id_source
     _run_id_source = source
 
 
 def current_run_id() -> str | None:
-    bound = _RUN_ID.get()
-    if bound is not None or _run_id_source is None:
-        return bound
+    if _run_id_source is None:
+        return None
     try:
         return _run_id_source()
     except Exception:  # a log line must never fail because of its run id
