@@ -90,31 +90,17 @@ def _start_process(
     settings: Settings, name: str, cmd: list[str], env: dict[str, str], cwd: Path
 ) -> dict[str, Any]:
     log = settings.state_dir / f"{name}.log"
-    popen = _spawn_env(cmd, log, cwd, env)
-    proc = psutil.Process(popen.pid)
+    try:
+        popen = stack._spawn(cmd, log, cwd, None, env)
+    except stack.StackError as exc:
+        raise LocalError(str(exc)) from exc
     return {
         "pid": popen.pid,
-        "create_time": proc.create_time(),
+        "create_time": psutil.Process(popen.pid).create_time(),
         "cmd": cmd,
         "log": str(log),
         "started_at": time.time(),
     }
-
-
-def _spawn_env(
-    cmd: list[str], log: Path, cwd: Path, env: dict[str, str]
-) -> subprocess.Popen[bytes]:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(cmd)}\n".encode())
-        out.flush()
-        try:
-            return subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
-                env={**os.environ, **env}, start_new_session=True, close_fds=True,
-            )  # fmt: skip
-        except OSError as exc:
-            raise LocalError(f"cannot run {cmd[0]}: {exc}") from exc
 
 
 def _stop_process(rec: dict[str, Any], signals: int = 1, timeout: float = 10.0) -> bool:
@@ -185,7 +171,7 @@ def serve_background(settings: Settings) -> tuple[int, bool]:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.state_dir / "serve.log"
     cmd = [sys.executable, "-m", "bloasis.cli", "serve", "--address", settings.grpc_address]
-    proc = _spawn_env(cmd, log_path, Path.cwd(), {})
+    proc = stack._spawn(cmd, log_path, Path.cwd(), None)
     _pid_file(settings).write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -203,14 +189,11 @@ def stop_server(settings: Settings) -> bool:
     _pid_file(settings).unlink(missing_ok=True)
     if pid is None:
         return False
-    proc = psutil.Process(pid)
-    with contextlib.suppress(psutil.NoSuchProcess):
-        proc.terminate()
-    if not stack._wait_gone(proc, 10.0):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-        stack._wait_gone(proc, 5.0)
-    return True
+    try:
+        rec = {"pid": pid, "create_time": psutil.Process(pid).create_time()}
+    except psutil.NoSuchProcess:
+        return False
+    return _stop_process(rec)
 
 
 # --- Prefect ---------------------------------------------------------------------------------
@@ -268,16 +251,10 @@ def _wait(what: str, ok: Callable[[], bool], rec: dict[str, Any], timeout: float
         if ok():
             return
         if _alive(rec) is None:
-            raise LocalError(f"{what} exited at start; see {rec['log']}:\n{_tail(rec['log'])}")
+            tail = stack._tail(Path(rec["log"]))
+            raise LocalError(f"{what} exited at start; see {rec['log']}:\n{tail}")
         time.sleep(0.5)
     raise LocalError(f"{what} not ready after {timeout:.0f} s; see {rec['log']}")
-
-
-def _tail(log: str, lines: int = 15) -> str:
-    try:
-        return "\n".join(Path(log).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def _prefect_bin() -> str:

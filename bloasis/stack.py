@@ -338,8 +338,13 @@ def _make_traversable(path: Path) -> None:
 
 
 def _spawn(
-    cmd: list[str], log: Path, cwd: Path, user: tuple[int, int] | None
+    cmd: list[str],
+    log: Path,
+    cwd: Path,
+    user: tuple[int, int] | None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
+    """Start `cmd` detached in its own session, output appended to `log`; `env` adds to ours."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
@@ -354,6 +359,7 @@ def _spawn(
                 cwd=cwd,
                 start_new_session=True,  # survives the CLI and its terminal's signals
                 close_fds=True,
+                env={**os.environ, **env} if env else None,
                 **_user_kwargs(user),
             )
         except OSError as exc:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bloasis.config import Settings
 
 
@@ -49,3 +51,21 @@ def test_up_rejects_a_bad_replay_span(stack_settings: Settings, tmp_path: Path) 
     assert "BLOASIS_REPLAY_END=2009-06-30" not in done.stderr  # the values are the other way
     assert "BLOASIS_REPLAY_END=2007-06-01 is before BLOASIS_REPLAY_START=2009-06-30" in done.stderr
     assert not (tmp_path / "state" / "local.json").exists()
+
+
+def test_replay_refuses_a_store_with_later_regimes(stack_settings: Settings) -> None:
+    """`up --replay START` on a store that already has later regimes would keep serving those
+    ("current" is the latest as-of): it refuses, naming the setting and what to do."""
+    from datetime import date
+
+    from bloasis.local import LocalError, check_replay_state
+    from tests.test_grpc import _seed_sync, _settings
+
+    s = _settings(stack_settings)
+    _seed_sync(s, [(date(2009, 3, 9), "bear")], notify=False)
+    check_replay_state(s.model_copy(update={"replay_start": date(2009, 3, 9)}))  # not later
+    with pytest.raises(LocalError) as err:
+        check_replay_state(s.model_copy(update={"replay_start": date(2007, 6, 1)}))
+    msg = str(err.value)
+    assert "BLOASIS_REPLAY_START=2007-06-01" in msg and "up to 2009-03-09" in msg
+    assert "fresh state dir" in msg

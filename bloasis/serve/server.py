@@ -593,6 +593,19 @@ def _status_of(context: Any) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+def _failure(exc: BaseException, context: Any, method: str) -> tuple[grpc.StatusCode, str | None]:
+    """What a handler raised -> (the call's status, details to abort with; None: re-raise as
+    is). One mapping for unary calls and streams; the success path never comes here."""
+    if isinstance(exc, RequestError):
+        return exc.code, exc.details
+    if isinstance(exc, grpc.aio.AbortError):
+        return _status_of(context), None
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        return grpc.StatusCode.CANCELLED, None  # the client went away
+    log.exception("%s failed", method)
+    return grpc.StatusCode.INTERNAL, f"{method} failed; see the server log"
+
+
 def _unary(
     fn: Callable[[Any, Any], Awaitable[Any]], method: str
 ) -> Callable[[Any, Any], Awaitable[Any]]:
@@ -608,19 +621,11 @@ def _unary(
                 response = await fn(request, context)
                 code = grpc.StatusCode.OK
                 return response
-            except RequestError as exc:
-                code = exc.code
-                await context.abort(exc.code, exc.details)
-            except grpc.aio.AbortError:
-                code = _status_of(context)
-                raise
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("%s failed", method)
-                await context.abort(code, f"{method} failed; see the server log")
+            except (Exception, asyncio.CancelledError) as exc:
+                code, details = _failure(exc, context, method)
+                if details is None:
+                    raise
+                await context.abort(code, details)
         finally:
             metrics.GRPC_REQUESTS.labels(method, code.name).inc()
             metrics.GRPC_LATENCY.labels(method, code.name).observe(time.perf_counter() - t0)
@@ -642,19 +647,11 @@ def _server_stream(
                 async for item in fn(request, context):
                     yield item
                 code = grpc.StatusCode.OK
-            except RequestError as exc:
-                code = exc.code
-                await context.abort(exc.code, exc.details)
-            except grpc.aio.AbortError:
-                code = _status_of(context)
-                raise
-            except (asyncio.CancelledError, GeneratorExit):
-                code = grpc.StatusCode.CANCELLED  # the client went away
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("%s failed", method)
-                await context.abort(code, f"{method} failed; see the server log")
+            except (Exception, asyncio.CancelledError, GeneratorExit) as exc:
+                code, details = _failure(exc, context, method)
+                if details is None:
+                    raise
+                await context.abort(code, details)
         finally:
             metrics.GRPC_REQUESTS.labels(method, code.name).inc()
 
