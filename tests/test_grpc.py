@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,7 +41,12 @@ from bloasis.pb import market_regime_pb2_grpc as mr_grpc
 from bloasis.publish.cache import REGIME_CURRENT_KEY, make_redis, write_current_regime
 from bloasis.regime.types import RegimeResult
 from bloasis.serve import client
-from bloasis.serve.server import MARKET_REGIME_SERVICE_NAME, RegimeServer, start_server
+from bloasis.serve.server import (
+    MARKET_REGIME_SERVICE_NAME,
+    RegimeServer,
+    StoreAccess,
+    start_server,
+)
 from bloasis.serve.snapshot import Snapshot
 from bloasis.store import outbox, runs
 from bloasis.store.db import engine_for
@@ -471,6 +478,37 @@ async def _health(ch: grpc.aio.Channel, service: str) -> int:
 
 async def _all_health(ch: grpc.aio.Channel, status: int) -> bool:
     return all([await _health(ch, name) == status for name in ("", SVC)])
+
+
+async def test_a_probe_failing_after_its_timeout_is_consumed_and_awaited_at_close(
+    stack_settings: Settings,
+) -> None:
+    # Regression: a Redis PING outliving its timeout failed later inside redis-py ("I/O operation
+    # on closed file" once the client was closed at stop) and asyncio logged "Future exception
+    # was never retrieved" with a traceback from the server's thread.
+    loop = asyncio.get_running_loop()
+    unretrieved: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, ctx: unretrieved.append(ctx))
+    try:
+        store = StoreAccess(stack_settings)
+        release = threading.Event()
+
+        def hangs_then_fails() -> None:
+            release.wait(5)
+            raise ValueError("I/O operation on closed file.")
+
+        assert await store._probe("redis", hangs_then_fails, timeout=0.05) is False
+        probe = store._probes["redis"]
+        loop.call_later(0.2, release.set)
+        await store.aclose()  # waits for the probe in flight before closing the clients
+        assert probe.done()
+        store.close()
+        del store, probe
+        gc.collect()
+        await asyncio.sleep(0)
+        assert unretrieved == []
+    finally:
+        loop.set_exception_handler(None)
 
 
 @pytest.mark.fault

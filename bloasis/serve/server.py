@@ -82,6 +82,7 @@ USER_ID_MAX_LEN: Final = 128
 DEFAULT_HISTORY_DAYS: Final = 365
 PAGE_TOKEN_MAX_LEN: Final = 1024
 SHUTDOWN_EXTRA_S: Final = 5.0  # how long past its grace a stopping gRPC server may take
+PROBE_DRAIN_S: Final = 2.0  # how long a stopping server waits for health probes in flight
 
 SERVED_FROM_SNAPSHOT: Final = "snapshot"
 SERVED_FROM_REDIS: Final = "redis"
@@ -216,7 +217,11 @@ class StoreAccess:
         return got if isinstance(got, bytes) else None
 
     async def aclose(self) -> None:
-        """Close the asyncio Redis client (before `close`)."""
+        """Close the asyncio Redis client and let probes in flight end (before `close`)."""
+        pending = [p for p in self._probes.values() if not p.done()]
+        if pending:
+            # Closing a client under a probe's feet makes it fail inside redis-py's reader.
+            await asyncio.wait(pending, timeout=PROBE_DRAIN_S)
         if self._aredis is not None:
             with contextlib.suppress(Exception):
                 await self._aredis.aclose()
@@ -252,6 +257,10 @@ class StoreAccess:
         if pending is not None and not pending.done():
             return False  # the previous probe still hangs: the server is not answering
         self._probes[name] = probe = asyncio.get_running_loop().run_in_executor(self.executor, fn)
+        # A probe that outlives its timeout may still fail later (a server going away, or its
+        # client closed at shutdown): its outcome is already "not answering", so consume the
+        # exception rather than have asyncio log "Future exception was never retrieved".
+        probe.add_done_callback(_consume_outcome)
         try:
             await asyncio.wait_for(asyncio.shield(probe), timeout)
             return True
@@ -263,6 +272,11 @@ class StoreAccess:
         if self._redis is not None:
             with contextlib.suppress(Exception):
                 self._redis.close()
+
+
+def _consume_outcome(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 # --------------------------------------------------------------------------------------------
