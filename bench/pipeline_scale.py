@@ -18,6 +18,7 @@ tables, so every run does the whole work (nothing is "already stored").
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -209,7 +210,7 @@ def plain_pipeline(universe: str) -> dict[str, float]:
         ts.publish_run.fn(settings, model.version, stored.as_of, True, users_out)
         timings["cache_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        tp.relay_outbox.fn(settings)
+        asyncio.run(tp.relay_outbox.fn(settings))
         timings["relay_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
         pipeline.end_run(engine, run_id, status="completed", timings=timings, result=params)
@@ -223,6 +224,27 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
+
+
+SETTLE_CPU_PERCENT = 20.0  # machine-wide, over SETTLE_WINDOW_S
+SETTLE_WINDOW_S = 0.3
+SETTLE_MAX_S = 20.0
+
+
+def settle() -> float:
+    """Wait until the machine is quiet (seconds waited). After a flow run the Prefect server
+    goes on digesting its events for a second or two, on the same 2 cores; a daily run starts
+    on an idle server, so every measured run (flow and plain alike) starts on a quiet machine."""
+    import gc
+
+    import psutil
+
+    t = time.perf_counter()
+    gc.collect()  # the previous run's garbage (a worker runs each flow run in a new process)
+    while time.perf_counter() - t < SETTLE_MAX_S:
+        if psutil.cpu_percent(interval=SETTLE_WINDOW_S) < SETTLE_CPU_PERCENT:
+            break
+    return time.perf_counter() - t
 
 
 def worker(universe: str, runs: int, load_repeat: int) -> dict[str, Any]:
@@ -255,12 +277,12 @@ def worker(universe: str, runs: int, load_repeat: int) -> dict[str, Any]:
     print(f"  store read {read_s:.2f}s, validate {validate_s:.2f}s", file=sys.stderr, flush=True)
 
     @flow(name="bench-empty-flow")
-    def empty_flow() -> None:
+    async def empty_flow() -> None:  # async, like the product's flows
         return None
 
     def flow_once(u: str) -> tuple[float, dict[str, Any]]:
         t = time.perf_counter()
-        out = daily_pipeline(trigger="manual", universe=u)
+        out = asyncio.run(daily_pipeline(trigger="manual", universe=u))
         return time.perf_counter() - t, out
 
     def plain_once(u: str) -> tuple[float, dict[str, float]]:
@@ -273,23 +295,30 @@ def worker(universe: str, runs: int, load_repeat: int) -> dict[str, Any]:
     flow_once(WARM_UP_UNIVERSE)
     _truncate_results(engine)
     plain_once(WARM_UP_UNIVERSE)
-    empty_flow()
+    asyncio.run(empty_flow())
     warm_s = time.perf_counter() - t
     print(f"  warm-up runs {warm_s:.1f}s", file=sys.stderr, flush=True)
     empty_s = []
     for _ in range(min(3, runs)):
         t = time.perf_counter()
-        empty_flow()
+        asyncio.run(empty_flow())
         empty_s.append(time.perf_counter() - t)
     flows: list[float] = []
     plains: list[float] = []
     flow_steps: list[dict[str, float]] = []
     plain_steps: list[dict[str, float]] = []
     summary: dict[str, Any] = {}
+    settles: list[float] = []
     for i in range(runs):
         for kind in ("flow", "plain") if i % 2 == 0 else ("plain", "flow"):
             _truncate_results(engine)
-            print(f"  run {i + 1}/{runs}: {kind}...", file=sys.stderr, flush=True)
+            waited = settle()
+            settles.append(waited)
+            print(
+                f"  run {i + 1}/{runs}: {kind} (quiet after {waited:.1f}s)...",
+                file=sys.stderr,
+                flush=True,
+            )
             if kind == "flow":
                 s, summary = flow_once(universe)
                 flows.append(s)
@@ -312,6 +341,7 @@ def worker(universe: str, runs: int, load_repeat: int) -> dict[str, Any]:
         "plain_steps": plain_steps,
         "warm_up_s": round(warm_s, 2),
         "empty_flow_s": [round(x, 3) for x in empty_s],
+        "settle_s": [round(x, 2) for x in settles],
         "read_s": read_s,
         "validate_s": validate_s,
         "rss_after_imports_mb": round(rss_imports, 1),
@@ -571,6 +601,7 @@ def run(
             met=(flow_s <= 15) if full else None,
             runs_s=[round(x, 3) for x in w["flow_s"]],
             steps_s=w["flow_steps"][-1],
+            steps_by_run_s=w["flow_steps"],
             result=w["summary"],
             **size_fields,
         )
@@ -651,6 +682,11 @@ def run(
             flow_runs_s=[round(x, 3) for x in w["flow_s"]],
             plain_runs_s=[round(x, 3) for x in w["plain_s"]],
             plain_steps_s=w["plain_steps"][-1],
+            plain_steps_by_run_s=w["plain_steps"],
+            runs_start="each measured run (flow and plain) starts once machine-wide CPU is"
+            f" below {SETTLE_CPU_PERCENT:.0f}% over {SETTLE_WINDOW_S}s, as a daily run finds"
+            " an idle server",
+            settle_s=w["settle_s"],
             **size_fields,
         )
     )

@@ -116,14 +116,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     _migrate(settings)
     from flows.pipeline import daily_pipeline
 
-    summary = daily_pipeline(
-        as_of=args.as_of,
-        trigger=args.trigger,
-        relay=not args.no_relay,
-        history_days=args.history_days,
-        strategies=not args.regime_only,
-        users=args.users,
-        universe=args.universe,
+    summary = asyncio.run(
+        daily_pipeline(
+            as_of=args.as_of,
+            trigger=args.trigger,
+            relay=not args.no_relay,
+            history_days=args.history_days,
+            strategies=not args.regime_only,
+            users=args.users,
+            universe=args.universe,
+        )
     )
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
@@ -162,7 +164,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from flows.backfill import regime_backfill
 
     with progress.listen(progress.TerminalBar()):
-        summary = regime_backfill(start=start, end=end, chunk_size=args.chunk_size)
+        summary = asyncio.run(regime_backfill(start=start, end=end, chunk_size=args.chunk_size))
     days = summary.pop("days")
     text = format_report(ValidationReport(**_report_fields(summary["validation"])))
     head = (

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
-    create_markdown_artifact,
+    acreate_markdown_artifact,
     create_progress_artifact,
     update_progress_artifact,
 )
@@ -24,6 +24,7 @@ from bloasis.regime.model import RegimeModel, resolve_model
 from bloasis.regime.types import RegimeResult
 from bloasis.regime.validation import ValidationReport, format_report, validate_labels
 from bloasis.store.db import get_engine
+from flows.common import one_api_client
 from tasks.common import STORE_RETRIES
 from tasks.publish import relay_outbox
 from tasks.regime import load_market_data
@@ -72,7 +73,8 @@ def _run_name() -> str:
 
 
 @flow(name="regime-backfill", flow_run_name=_run_name)
-def regime_backfill(
+@one_api_client
+async def regime_backfill(
     start: date, end: date, chunk_size: int = 1000, relay: bool = True
 ) -> dict[str, Any]:
     """Compute, store and validate the regime for every session in [start, end]."""
@@ -122,7 +124,7 @@ def regime_backfill(
         )
         # The regime key switches to the latest stored as-of, like any run's keys.
         cache_status = publish_run(settings, model.version, plan.end, False, None)
-        relay_status = relay_outbox(settings) if relay else "skipped"
+        relay_status = await relay_outbox(settings) if relay else "skipped"
         timings["total_s"] = time.perf_counter() - t0
         text = format_report(report)
         logger.info(
@@ -136,7 +138,7 @@ def regime_backfill(
             cache_status,
             relay_status,
         )
-        create_markdown_artifact(
+        await acreate_markdown_artifact(
             key="backfill-validation",
             markdown=f"# Regime backfill {plan.start} .. {plan.end}\n\n"
             f"Run `{run_id}`, model `{model.version}`: {plan.sessions} sessions, "

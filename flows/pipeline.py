@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import acreate_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
@@ -19,6 +19,7 @@ from bloasis.config import load_settings, parse_universe
 from bloasis.regime.model import resolve_model
 from bloasis.regime.types import TRIGGERS, RegimeResult
 from bloasis.store.db import get_engine
+from flows.common import one_api_client
 from tasks.common import set_run_as_of
 from tasks.publish import relay_outbox
 from tasks.regime import compute_regime, load_market_data, persist_regime, warm_up_history
@@ -95,7 +96,8 @@ def _record_failure(
     retries=0,
     task_runner=task_runner_for(load_settings()),
 )
-def daily_pipeline(
+@one_api_client
+async def daily_pipeline(
     as_of: date | None = None,
     trigger: str = "baseline",
     relay: bool = True,
@@ -126,7 +128,7 @@ def daily_pipeline(
             # The scheduled daily run fires on weekdays; holidays are found here.
             why = f"{today.isoformat()} is not a NYSE trading day"
             logger.info("%s: nothing to do", why)
-            create_markdown_artifact(
+            await acreate_markdown_artifact(
                 key="regime-summary",
                 markdown=f"# Skipped\n\n{why}: the scheduled run does nothing today.",
                 description=why,
@@ -156,9 +158,9 @@ def daily_pipeline(
     run_id = uuid.UUID(str(flow_run.id)) if flow_run.id else uuid.uuid4()
     if (as_of is None or replay) and flow_run.id:
         # Named "pipeline-latest" at start; the UI should show the date it resolved to.
-        with get_client(sync_client=True) as client:
+        async with get_client() as client:
             name = f"{'replay' if replay else 'pipeline'}-{resolved.isoformat()}"
-            client.update_flow_run(flow_run.id, name=name)
+            await client.update_flow_run(flow_run.id, name=name)
     params = {
         "as_of": resolved.isoformat(),
         "trigger": trigger,
@@ -241,7 +243,7 @@ def daily_pipeline(
                 users_out = store_users(settings, [f.result() for f in futures])
                 timings["users_s"] = time.perf_counter() - t
                 timings |= {f"users_{k}": v for k, v in users_out.timings.items()}
-                picks_artifacts(tier.books, run_id)
+                await picks_artifacts(tier.books, run_id)
                 tier_info = {
                     "sectors_selected": list(tier.analysis.selected),
                     "strategies": {p: b.strategy.strategy_id for p, b in tier.books.items()},
@@ -264,10 +266,10 @@ def daily_pipeline(
             relay_status = "skipped"
             if relay:
                 t = time.perf_counter()
-                relay_status = relay_outbox(settings)
+                relay_status = await relay_outbox(settings)
                 timings["relay_s"] = time.perf_counter() - t
             logger.info("cache: %s; relay: %s", cache_status, relay_status)
-            create_markdown_artifact(
+            await acreate_markdown_artifact(
                 key="regime-summary",
                 markdown=regime_markdown(
                     stored,

@@ -5,12 +5,12 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from bloasis.config import load_settings
-from tasks.publish import run_relay
+from tasks.publish import relay_now
 
 
 @flow(name="outbox-relay", retries=2, retry_delay_seconds=10)
-def outbox_relay(max_events: int | None = None) -> dict[str, float]:
-    stats = run_relay(load_settings(), max_events=max_events)
+async def outbox_relay(max_events: int | None = None) -> dict[str, float]:
+    stats = await relay_now(load_settings(), max_events=max_events)
     get_run_logger().info(
         "published %d events in %d batches (%.2fs), %d pending",
         stats.published,

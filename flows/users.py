@@ -12,8 +12,10 @@ from flows.pipeline import daily_pipeline
 
 
 @flow(name="user-strategies", flow_run_name="user-strategies-{as_of}")
-def user_strategies(users: list[str] | None = None, as_of: date | None = None) -> dict[str, Any]:
+async def user_strategies(
+    users: list[str] | None = None, as_of: date | None = None
+) -> dict[str, Any]:
     """The daily pipeline as a subflow, restricted to `users`: the regime, sectors and profile
     strategies of that date are already stored (idempotent, nothing rewritten); only users
     whose preferences changed since their strategy was computed get a new one and an event."""
-    return daily_pipeline(as_of=as_of, trigger="manual", users=users)
+    return await daily_pipeline(as_of=as_of, trigger="manual", users=users)

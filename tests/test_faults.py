@@ -234,7 +234,7 @@ def test_broker_down_runs_complete_and_the_relay_delivers_every_event_once(
     _stack("stop", "kafka", stack_state_dir)
     try:
         # Before: the broker is down for the whole run.
-        first = daily_pipeline(as_of=date(2020, 3, 16), trigger="manual")
+        first = asyncio.run(daily_pipeline(as_of=date(2020, 3, 16), trigger="manual"))
         # During: up when the run starts, gone by the time it relays.
         _stack("start", "kafka", stack_state_dir)
         store_users = strategy_run.store_user_chunks
@@ -244,7 +244,7 @@ def test_broker_down_runs_complete_and_the_relay_delivers_every_event_once(
             return store_users(*args, **kwargs)
 
         monkeypatch.setattr(strategy_run, "store_user_chunks", stop_broker_then_store)
-        second = daily_pipeline(as_of=date(2020, 3, 17), trigger="manual")
+        second = asyncio.run(daily_pipeline(as_of=date(2020, 3, 17), trigger="manual"))
         monkeypatch.setattr(strategy_run, "store_user_chunks", store_users)
 
         for out in (first, second):
@@ -290,7 +290,7 @@ def test_broker_down_runs_complete_and_the_relay_delivers_every_event_once(
         env=cli_env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert part.returncode == 0 and part.stdout.startswith("published 10 events"), part.stderr
-    rest = outbox_relay()
+    rest = asyncio.run(outbox_relay())
     assert rest["published"] == queued - 10 and rest["pending"] == 0
     assert asyncio.run(relay_pending(clean_db, kafka, idempotence=False)).published == 0
     topics = asyncio.run(list_topics(kafka))
@@ -414,7 +414,7 @@ async def test_redis_down_run_completes_cache_degraded_and_the_next_run_repairs_
         await _until(lambda: _health_is(ch, (CACHE_HEALTH_NAME,), NOT_SERVING), "degraded", 5)
         assert await _health_is(ch, API_SERVICES, SERVING)
 
-        out = await asyncio.to_thread(daily_pipeline, as_of=day, trigger="manual")
+        out = await asyncio.to_thread(asyncio.run, daily_pipeline(as_of=day, trigger="manual"))
         assert out["cache"] == "redis unavailable" and out["inserted"] is True
         assert out["relay"].startswith("published")  # events do not depend on Redis
         run = _get_run(clean_db, out["run_id"])
@@ -444,7 +444,7 @@ async def test_redis_down_run_completes_cache_degraded_and_the_next_run_repairs_
 
     await _until(lambda: _health_is(ch, (CACHE_HEALTH_NAME,), SERVING), "cache back", 5)
     assert not any(r.exists(k) for k in keys)  # the embedded Redis keeps nothing: repair due
-    again = await asyncio.to_thread(daily_pipeline, as_of=day, trigger="manual")
+    again = await asyncio.to_thread(asyncio.run, daily_pipeline(as_of=day, trigger="manual"))
     assert again["inserted"] is False and again["events_queued"] == 0
     assert again["user_events_queued"] == 0 and again["strategies_inserted"] == 0
     assert again["cache"].startswith(f"{len(keys) + 1} Redis keys switched (current)")  # +sectors
@@ -508,7 +508,7 @@ async def test_postgres_down_mid_run_fails_cleanly_and_a_rerun_completes(
 
     def failing_run() -> tuple[BaseException | None, float]:
         try:
-            daily_pipeline(as_of=day, trigger="manual")
+            asyncio.run(daily_pipeline(as_of=day, trigger="manual"))
         except BaseException as exc:
             return exc, time.monotonic() - t_go
         return None, time.monotonic() - t_go
@@ -567,7 +567,7 @@ async def test_postgres_down_mid_run_fails_cleanly_and_a_rerun_completes(
     assert left["events"] == left["pending"] > 0
 
     monkeypatch.setattr(strategy_run, "compute_and_store_tiers", tiers)
-    out = await asyncio.to_thread(daily_pipeline, as_of=day, trigger="manual")
+    out = await asyncio.to_thread(asyncio.run, daily_pipeline(as_of=day, trigger="manual"))
     assert out["inserted"] is False and out["strategies_inserted"] == 3
     assert out["user_strategies_written"] == 5 and out["abandoned_runs"] == [failed_id]
     assert out["relay"].endswith(", 0 pending")
@@ -780,7 +780,7 @@ def test_a_run_killed_mid_way_leaves_nothing_half_published_and_the_next_one_fin
         for e in asyncio.run(consume_all(kafka, t))
     )
 
-    out = daily_pipeline(as_of=day, trigger="manual")
+    out = asyncio.run(daily_pipeline(as_of=day, trigger="manual"))
     assert (out["inserted"], out["strategies_inserted"], out["user_strategies_written"]) == (
         False, 0, 10,
     )  # fmt: skip
@@ -795,7 +795,7 @@ def test_a_run_killed_mid_way_leaves_nothing_half_published_and_the_next_one_fin
     cached = json.loads(r.get(REGIME_CURRENT_KEY) or b"{}")
     assert (cached["as_of"], cached["model_version"]) == (day.isoformat(), mv)
 
-    again = daily_pipeline(as_of=day, trigger="manual")  # nothing left to do
+    again = asyncio.run(daily_pipeline(as_of=day, trigger="manual"))  # nothing left to do
     assert (again["events_queued"], again["user_events_queued"]) == (0, 0)
     assert _rows(clean_db, mv) == done
     got = _delivery(clean_db, kafka, mv)

@@ -47,7 +47,7 @@ def test_pipeline_flow_end_to_end(
 
     r = redis.Redis.from_url(stack_settings.require("redis_url"))
     r.delete(REGIME_CURRENT_KEY)
-    first = daily_pipeline(as_of=date(2022, 12, 28), trigger="manual")
+    first = asyncio.run(daily_pipeline(as_of=date(2022, 12, 28), trigger="manual"))
     assert first["as_of"] == "2022-12-28" and first["regime"] in REGIMES
     assert first["inserted"] is True and first["previous_regime"] == ""
     assert first["events_queued"] >= 1  # a change from an empty previous regime
@@ -81,14 +81,14 @@ def test_pipeline_flow_end_to_end(
 
     # Rerun of the same as-of: nothing new stored or queued.
     outbox_before = _count(clean_db, OutboxRow)
-    again = daily_pipeline(as_of=date(2022, 12, 28), trigger="manual")
+    again = asyncio.run(daily_pipeline(as_of=date(2022, 12, 28), trigger="manual"))
     assert again["inserted"] is False and again["events_queued"] == 0
     assert again["regime_run_id"] == first["run_id"] != again["run_id"]
     assert _count(clean_db, OutboxRow) == outbox_before
     assert _count(clean_db, RegimeRow) == 1
 
     # An older as-of is stored but does not replace what is current.
-    older = daily_pipeline(as_of=date(2008, 10, 10), trigger="manual")
+    older = asyncio.run(daily_pipeline(as_of=date(2008, 10, 10), trigger="manual"))
     assert older["inserted"] is True and older["regime"] == "crisis"
     cached = read_current_regime(r)
     assert cached is not None and cached.as_of == date(2022, 12, 28)
@@ -177,7 +177,7 @@ def test_backfill_flow_artifacts_and_report(
 
     from flows.backfill import regime_backfill
 
-    out = regime_backfill(start=date(2020, 1, 2), end=date(2020, 6, 30), chunk_size=40)
+    out = asyncio.run(regime_backfill(start=date(2020, 1, 2), end=date(2020, 6, 30), chunk_size=40))
     assert out["sessions"] == 125 == out["inserted"] == len(out["days"])
     assert out["events_queued"] > 0 and out["relay"].startswith("published")
     windows = {w["peak"]: w for w in out["validation"]["windows"]}
@@ -200,7 +200,7 @@ def test_backfill_flow_artifacts_and_report(
     arts = asyncio.run(artifacts())
     assert arts["backfill-progress"] == 100.0
     assert "Bear market (peak -> trough)" in str(arts["backfill-validation"])
-    again = regime_backfill(start=date(2020, 1, 2), end=date(2020, 6, 30))
+    again = asyncio.run(regime_backfill(start=date(2020, 1, 2), end=date(2020, 6, 30)))
     assert (again["inserted"], again["existing"], again["events_queued"]) == (0, 125, 0)
 
 
@@ -224,8 +224,10 @@ def test_pipeline_fans_users_out_on_a_dask_local_cluster(
     seed_population(clean_db, random_population(240, seed=9, prefix="dk"))
     runner = task_runner_for(load_settings(task_runner="dask"))
     assert isinstance(runner, DaskTaskRunner)
-    out = daily_pipeline.with_options(task_runner=runner)(
-        as_of=date(2017, 6, 15), trigger="manual", relay=False
+    out = asyncio.run(
+        daily_pipeline.with_options(task_runner=runner)(
+            as_of=date(2017, 6, 15), trigger="manual", relay=False
+        )
     )
     assert out["regime"] == "bull"
     assert out["users"] == out["user_strategies_written"] == out["user_events_queued"] == 240
@@ -259,11 +261,11 @@ def test_pipeline_on_a_synthetic_universe_keeps_real_results_apart(
     from flows.pipeline import daily_pipeline
 
     ensure_user(clean_db, UserPreferences("syn1", "aggressive"))
-    out = daily_pipeline(trigger="manual", relay=False, universe="synthetic:80:3:3")
+    out = asyncio.run(daily_pipeline(trigger="manual", relay=False, universe="synthetic:80:3:3"))
     assert out["users"] == 1 and out["strategies_inserted"] == 3
     assert all(sid.endswith("@synthetic:80:3:3") for sid in out["strategies"].values())
     with clean_db.connect() as conn:
         versions = {v for (v,) in conn.execute(select(RegimeRow.model_version).distinct())}
     assert versions == {"regime-v2@synthetic:80:3:3"}
     with pytest.raises(ValueError, match="synthetic:N"):
-        daily_pipeline(trigger="manual", universe="synthetic:lots")
+        asyncio.run(daily_pipeline(trigger="manual", universe="synthetic:lots"))

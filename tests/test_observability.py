@@ -299,7 +299,9 @@ def test_json_logs_carry_the_pipeline_run_id(
     stream = io.StringIO()
     handler = configure_logging("INFO", "json", stream=stream)
     try:
-        out = daily_pipeline(as_of=date(2022, 12, 28), trigger="manual", strategies=False)
+        out = asyncio.run(
+            daily_pipeline(as_of=date(2022, 12, 28), trigger="manual", strategies=False)
+        )
     finally:
         root.removeHandler(handler)
         root.setLevel(level)

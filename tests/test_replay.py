@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 from pathlib import Path
 
@@ -85,10 +86,13 @@ def test_replay_runs_walk_history_one_session_per_run(
     import flows.pipeline as fp
 
     with pytest.raises(ValueError, match="BLOASIS_REPLAY_START"):
-        fp.daily_pipeline(replay=True, strategies=False, relay=False)
+        asyncio.run(fp.daily_pipeline(replay=True, strategies=False, relay=False))
     monkeypatch.setenv("BLOASIS_REPLAY_START", "2008-09-12")
     monkeypatch.setenv("BLOASIS_REPLAY_END", "2008-09-16")
-    got = [fp.daily_pipeline(replay=True, strategies=False, relay=False)["as_of"] for _ in range(4)]
+    got = [
+        asyncio.run(fp.daily_pipeline(replay=True, strategies=False, relay=False))["as_of"]
+        for _ in range(4)
+    ]
     # Friday, then Monday 15th (Lehman), Tuesday 16th, then held at the end.
     assert got == ["2008-09-12", "2008-09-15", "2008-09-16", "2008-09-16"]
     with clean_db.connect() as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 from pathlib import Path
 
@@ -38,9 +39,9 @@ def test_scheduled_run_on_a_holiday_exits_early(
     from bloasis import pipeline
 
     monkeypatch.setattr(pipeline, "exchange_today", lambda: date(2026, 11, 26))
-    out = fp.daily_pipeline(trigger="baseline")
+    out = asyncio.run(fp.daily_pipeline(trigger="baseline"))
     assert out == {"skipped": "2026-11-26 is not a NYSE trading day"}
     with clean_db.connect() as conn:
         assert conn.execute(select(func.count()).select_from(PipelineRun)).scalar() == 0
     # A manual run, or one for a given date, is never skipped.
-    assert fp.daily_pipeline(trigger="manual", strategies=False, relay=False)["regime"]
+    assert asyncio.run(fp.daily_pipeline(trigger="manual", strategies=False, relay=False))["regime"]
