@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,35 +34,18 @@ from prometheus_client import (
     REGISTRY,
     Counter,
     Gauge,
-    Histogram,
     disable_created_metrics,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 # No `*_created` series next to each counter: nothing here reads them.
 disable_created_metrics()
 
 # --- gRPC server -------------------------------------------------------------------------------
 
-GRPC_REQUESTS: Final = Counter(
-    "bloasis_grpc_requests",
-    "gRPC API calls handled, by full method name and final status code",
-    ["method", "code"],
-)
-GRPC_LATENCY: Final = Histogram(
-    "bloasis_grpc_request_duration_seconds",
-    "Latency of unary gRPC API calls (streams are counted, not timed), by method and code",
-    ["method", "code"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-CACHE_LOOKUPS: Final = Counter(
-    "bloasis_cache_lookups",
-    "Latest-value reads by what was read (regime, sectors, strategy, user_strategy), the layer "
-    "consulted (snapshot, redis, postgres) and the result (hit, miss)",
-    ["kind", "layer", "result"],
-)
 WATCH_SUBSCRIBERS: Final = Gauge("bloasis_watch_subscribers", "WatchRegime streams open now")
 SERVED_REGIME_AGE: Final = Gauge(
     "bloasis_served_regime_age_seconds",
@@ -113,8 +97,104 @@ def record_relay_failure(kind: str) -> None:
     RELAY_FAILURES.labels(kind).inc()
 
 
+# --- the serving hot path: per-call counts, turned into metric families when scraped -----------
+
+LATENCY_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+)
+
+
+class _HotPath(Collector):
+    """bloasis_grpc_requests_total, bloasis_grpc_request_duration_seconds and
+    bloasis_cache_lookups_total, counted in plain lists on the event loop's thread.
+
+    prometheus_client's labelled children take a lock per update and `labels()` builds a key
+    per call: with them the server lost ~9% of its throughput at saturation (measured against
+    the same server without metrics); these updates cost a dict lookup and a few additions.
+    A scrape copies each row (one C call under the GIL, so never torn) and derives the count
+    from the buckets, so the +Inf bucket always equals the count."""
+
+    def __init__(self) -> None:
+        self.calls: dict[tuple[str, str], list[float]] = {}  # [sum, bucket counts..., +Inf]
+        self.streams: dict[tuple[str, str], list[int]] = {}
+        self.lookups: dict[tuple[str, str, bool], list[int]] = {}
+
+    def collect(self) -> Iterator[Any]:
+        requests = CounterMetricFamily(
+            "bloasis_grpc_requests",
+            "gRPC API calls handled, by full method name and final status code",
+            labels=["method", "code"],
+        )
+        latency = HistogramMetricFamily(
+            "bloasis_grpc_request_duration_seconds",
+            "Latency of unary gRPC API calls (streams are counted, not timed), by method and code",
+            labels=["method", "code"],
+        )
+        counts: dict[tuple[str, str], float] = {}
+        for key, row in list(self.calls.items()):
+            seen = row[:]
+            cumulative, buckets = 0.0, []
+            for bound, n in zip((*LATENCY_BUCKETS, float("inf")), seen[1:], strict=True):
+                cumulative += n
+                buckets.append((floatToGoString(bound), cumulative))
+            latency.add_metric(list(key), buckets, sum_value=seen[0])
+            counts[key] = cumulative
+        for key, cell in list(self.streams.items()):
+            counts[key] = counts.get(key, 0) + cell[0]
+        for key, n in counts.items():
+            requests.add_metric(list(key), n)
+        lookups = CounterMetricFamily(
+            "bloasis_cache_lookups",
+            "Latest-value reads by what was read (regime, sectors, strategy, user_strategy), the "
+            "layer consulted (snapshot, redis, postgres) and the result (hit, miss)",
+            labels=["kind", "layer", "result"],
+        )
+        for (kind, layer, hit), cell in list(self.lookups.items()):
+            lookups.add_metric([kind, layer, "hit" if hit else "miss"], cell[0])
+        yield requests
+        yield latency
+        yield lookups
+
+
+_HOT: Final = _HotPath()
+REGISTRY.register(_HOT)
+
+
 def cache_lookup(kind: str, layer: str, hit: bool) -> None:
-    CACHE_LOOKUPS.labels(kind, layer, "hit" if hit else "miss").inc()
+    cell = _HOT.lookups.get((kind, layer, hit))
+    if cell is None:
+        cell = _HOT.lookups.setdefault((kind, layer, hit), [0])
+    cell[0] += 1
+
+
+def grpc_call(method: str, code: str, seconds: float) -> None:
+    """A unary call ended with `code` (a grpc.StatusCode name) after `seconds`."""
+    row = _HOT.calls.get((method, code))
+    if row is None:
+        row = _HOT.calls.setdefault((method, code), [0.0] * (len(LATENCY_BUCKETS) + 2))
+    row[0] += seconds
+    row[1 + bisect_left(LATENCY_BUCKETS, seconds)] += 1
+
+
+def grpc_stream(method: str, code: str) -> None:
+    """A server stream ended with `code` (counted, not timed)."""
+    cell = _HOT.streams.get((method, code))
+    if cell is None:
+        cell = _HOT.streams.setdefault((method, code), [0])
+    cell[0] += 1
 
 
 # --- snapshot ages, computed when scraped --------------------------------------------------------

@@ -23,8 +23,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from prometheus_client import REGISTRY, generate_latest
 from sqlalchemy import Engine, text
 
+from bloasis import metrics
 from bloasis.config import Settings
 from bloasis.freshness import session_close, trading_age_seconds
 from bloasis.logs import configure_logging
@@ -439,3 +444,43 @@ def test_trading_age_pauses_on_weekends_and_holidays() -> None:
     # The DST change (2026-11-01) does not skew it.
     assert hours(date(2026, 10, 30), date(2026, 11, 2), 16) == 24
     assert trading_age_seconds(date(2026, 11, 20), session_close(date(2026, 11, 20))) == 0
+
+
+# --- the hot-path collector (pure logic) ---------------------------------------------------------
+
+
+@given(
+    latencies=st.lists(
+        st.one_of(
+            st.sampled_from(metrics.LATENCY_BUCKETS),  # exactly on a bound: that bucket (le)
+            st.floats(min_value=0, max_value=30, allow_nan=False),
+        ),
+        max_size=60,
+    ),
+    streams=st.integers(min_value=0, max_value=5),
+)
+@hsettings(max_examples=60, deadline=None)
+def test_hot_path_histogram_matches_a_direct_count(latencies: list[float], streams: int) -> None:
+    method = f"/t.S/M{uuid.uuid4().hex}"  # fresh series in the process-wide registry
+    for x in latencies:
+        metrics.grpc_call(method, "OK", x)
+    for _ in range(streams):
+        metrics.grpc_stream(method, "OK")
+    out: dict[str, float] = {}
+    buckets: dict[float, float] = {}
+    for name, labels, value in iter_samples(generate_latest(REGISTRY).decode()):
+        if labels.get("method") != method:
+            continue
+        if name.endswith("_bucket"):
+            buckets[float(labels["le"])] = value
+        else:
+            out[name] = value
+    if latencies:
+        for bound in (*metrics.LATENCY_BUCKETS, float("inf")):
+            assert buckets[bound] == sum(1 for x in latencies if x <= bound)
+        assert out["bloasis_grpc_request_duration_seconds_count"] == len(latencies)
+        assert out["bloasis_grpc_request_duration_seconds_sum"] == pytest.approx(sum(latencies))
+    if latencies or streams:
+        assert out["bloasis_grpc_requests_total"] == len(latencies) + streams
+    else:
+        assert out == {} and buckets == {}

@@ -641,8 +641,7 @@ def _unary(
                     raise
                 await context.abort(code, details)
         finally:
-            metrics.GRPC_REQUESTS.labels(method, code.name).inc()
-            metrics.GRPC_LATENCY.labels(method, code.name).observe(time.perf_counter() - t0)
+            metrics.grpc_call(method, code.name, time.perf_counter() - t0)
 
     return handler
 
@@ -667,7 +666,7 @@ def _server_stream(
                     raise
                 await context.abort(code, details)
         finally:
-            metrics.GRPC_REQUESTS.labels(method, code.name).inc()
+            metrics.grpc_stream(method, code.name)
 
     return handler
 
