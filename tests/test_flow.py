@@ -269,3 +269,29 @@ def test_pipeline_on_a_synthetic_universe_keeps_real_results_apart(
     assert versions == {"regime-v2@synthetic:80:3:3"}
     with pytest.raises(ValueError, match="synthetic:N"):
         asyncio.run(daily_pipeline(trigger="manual", universe="synthetic:lots"))
+
+
+def test_user_strategies_flow_runs_the_pipeline_as_a_subflow_for_some_users(
+    prefect_harness: None,
+    clean_db: Engine,
+    stack_state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Both flows are async: the subflow is awaited inside the parent's run.
+    monkeypatch.setenv("BLOASIS_STATE_DIR", str(stack_state_dir))
+    from bloasis.users import random_population, seed_population
+    from flows.pipeline import daily_pipeline
+    from flows.users import user_strategies
+
+    people = random_population(4, seed=3, prefix="sub")
+    seed_population(clean_db, people)
+    day = date(2022, 12, 28)
+    first = asyncio.run(daily_pipeline(as_of=day, trigger="manual", relay=False))
+    assert first["users"] >= 4 and first["user_strategies_written"] >= 4
+    some = [p.user_id for p in people[:2]]
+    out = asyncio.run(user_strategies(users=some, as_of=day))
+    assert out["as_of"] == day.isoformat() and out["users"] == 2
+    assert out["inserted"] is False and out["user_strategies_written"] == 0  # nothing changed
+    with clean_db.connect() as conn:
+        statuses = [runs.get_run(conn, uuid.UUID(x["run_id"])) for x in (first, out)]
+    assert [r["status"] if r else None for r in statuses] == ["completed", "completed"]
