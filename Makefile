@@ -74,10 +74,13 @@ soak: install
 	$(BIN)/python -m bench.grpc_soak
 
 # Issue 7's figures, one JSON document on stdout (progress on stderr); private embedded stacks.
-bench: install h2load
+# stdout is the JSON document only: the install steps (and their echo) go to stderr.
+bench: h2load
+	@$(MAKE) --no-print-directory install >&2
 	@$(BIN)/python -m bench
 
-bench-quick: install h2load
+bench-quick: h2load
+	@$(MAKE) --no-print-directory install >&2
 	@$(BIN)/python -m bench --quick
 
 # h2load (Debian nghttp2-client) drives the gRPC benches with pre-encoded frames; without it
