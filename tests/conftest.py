@@ -76,3 +76,13 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def flow_db(
+    prefect_harness: None, clean_db: Engine, stack_state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Engine:
+    """For tests that run flows: the session's Prefect harness, an empty database, and flows
+    that find the embedded stack (they load their settings through BLOASIS_STATE_DIR)."""
+    monkeypatch.setenv("BLOASIS_STATE_DIR", str(stack_state_dir))
+    return clean_db

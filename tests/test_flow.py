@@ -34,13 +34,9 @@ def _count(engine: Engine, model: type) -> int:
 
 
 def test_pipeline_flow_end_to_end(
-    prefect_harness: None,
-    clean_db: Engine,
+    flow_db: Engine,
     stack_settings: Settings,
-    stack_state_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("BLOASIS_STATE_DIR", str(stack_state_dir))
     from prefect.client.orchestration import get_client
 
     from flows.pipeline import daily_pipeline
@@ -59,7 +55,7 @@ def test_pipeline_flow_end_to_end(
     assert cached is not None and cached.as_of == date(2022, 12, 28)
     assert cached.regime == first["regime"] and 0 < r.ttl(REGIME_CURRENT_KEY) <= 21600
 
-    with clean_db.connect() as conn:
+    with flow_db.connect() as conn:
         run = runs.get_run(conn, uuid.UUID(first["run_id"]))
     assert run is not None and run["status"] == "completed"
     assert len(run["data_snapshot_hash"]) == 64 and run["data_source"] == "embedded"
@@ -80,12 +76,12 @@ def test_pipeline_flow_end_to_end(
     assert "regime-summary" in asyncio.run(artifact_keys())
 
     # Rerun of the same as-of: nothing new stored or queued.
-    outbox_before = _count(clean_db, OutboxRow)
+    outbox_before = _count(flow_db, OutboxRow)
     again = asyncio.run(daily_pipeline(as_of=date(2022, 12, 28), trigger="manual"))
     assert again["inserted"] is False and again["events_queued"] == 0
     assert again["regime_run_id"] == first["run_id"] != again["run_id"]
-    assert _count(clean_db, OutboxRow) == outbox_before
-    assert _count(clean_db, RegimeRow) == 1
+    assert _count(flow_db, OutboxRow) == outbox_before
+    assert _count(flow_db, RegimeRow) == 1
 
     # An older as-of is stored but does not replace what is current.
     older = asyncio.run(daily_pipeline(as_of=date(2008, 10, 10), trigger="manual"))
@@ -167,12 +163,8 @@ def test_cli_run_json_prints_one_object(
 
 
 def test_backfill_flow_artifacts_and_report(
-    prefect_harness: None,
-    clean_db: Engine,
-    stack_state_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    flow_db: Engine,
 ) -> None:
-    monkeypatch.setenv("BLOASIS_STATE_DIR", str(stack_state_dir))
     from prefect.client.orchestration import get_client
 
     from flows.backfill import regime_backfill
@@ -188,7 +180,7 @@ def test_backfill_flow_artifacts_and_report(
         "confidence": out["days"][0]["confidence"],
         "risk_level": out["days"][0]["risk_level"],
     }
-    with clean_db.connect() as conn:
+    with flow_db.connect() as conn:
         run = runs.get_run(conn, uuid.UUID(out["run_id"]))
     assert run is not None and run["status"] == "completed"
     assert run["result"]["validation"]["sessions"] == 125  # the report is stored with the run
@@ -205,13 +197,10 @@ def test_backfill_flow_artifacts_and_report(
 
 
 def test_pipeline_fans_users_out_on_a_dask_local_cluster(
-    prefect_harness: None,
-    clean_db: Engine,
-    stack_state_dir: Path,
+    flow_db: Engine,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """BLOASIS_TASK_RUNNER=dask: the user chunks run on Dask worker processes."""
-    monkeypatch.setenv("BLOASIS_STATE_DIR", str(stack_state_dir))
     monkeypatch.setenv("BLOASIS_USER_CHUNK_SIZE", "60")
     from prefect.client.orchestration import get_client
     from prefect_dask import DaskTaskRunner
@@ -221,7 +210,7 @@ def test_pipeline_fans_users_out_on_a_dask_local_cluster(
     from flows.pipeline import daily_pipeline
     from tasks.strategy import task_runner_for
 
-    seed_population(clean_db, random_population(240, seed=9, prefix="dk"))
+    seed_population(flow_db, random_population(240, seed=9, prefix="dk"))
     runner = task_runner_for(load_settings(task_runner="dask"))
     assert isinstance(runner, DaskTaskRunner)
     out = asyncio.run(
@@ -250,21 +239,17 @@ def test_pipeline_fans_users_out_on_a_dask_local_cluster(
 
 
 def test_pipeline_on_a_synthetic_universe_keeps_real_results_apart(
-    prefect_harness: None,
-    clean_db: Engine,
-    stack_state_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    flow_db: Engine,
 ) -> None:
-    monkeypatch.setenv("BLOASIS_STATE_DIR", str(stack_state_dir))
     from bloasis.strategy.types import UserPreferences
     from bloasis.users import ensure_user
     from flows.pipeline import daily_pipeline
 
-    ensure_user(clean_db, UserPreferences("syn1", "aggressive"))
+    ensure_user(flow_db, UserPreferences("syn1", "aggressive"))
     out = asyncio.run(daily_pipeline(trigger="manual", relay=False, universe="synthetic:80:3:3"))
     assert out["users"] == 1 and out["strategies_inserted"] == 3
     assert all(sid.endswith("@synthetic:80:3:3") for sid in out["strategies"].values())
-    with clean_db.connect() as conn:
+    with flow_db.connect() as conn:
         versions = {v for (v,) in conn.execute(select(RegimeRow.model_version).distinct())}
     assert versions == {"regime-v2@synthetic:80:3:3"}
     with pytest.raises(ValueError, match="synthetic:N"):
@@ -272,19 +257,15 @@ def test_pipeline_on_a_synthetic_universe_keeps_real_results_apart(
 
 
 def test_user_strategies_flow_runs_the_pipeline_as_a_subflow_for_some_users(
-    prefect_harness: None,
-    clean_db: Engine,
-    stack_state_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    flow_db: Engine,
 ) -> None:
     # Both flows are async: the subflow is awaited inside the parent's run.
-    monkeypatch.setenv("BLOASIS_STATE_DIR", str(stack_state_dir))
     from bloasis.users import random_population, seed_population
     from flows.pipeline import daily_pipeline
     from flows.users import user_strategies
 
     people = random_population(4, seed=3, prefix="sub")
-    seed_population(clean_db, people)
+    seed_population(flow_db, people)
     day = date(2022, 12, 28)
     first = asyncio.run(daily_pipeline(as_of=day, trigger="manual", relay=False))
     assert first["users"] >= 4 and first["user_strategies_written"] >= 4
@@ -292,6 +273,6 @@ def test_user_strategies_flow_runs_the_pipeline_as_a_subflow_for_some_users(
     out = asyncio.run(user_strategies(users=some, as_of=day))
     assert out["as_of"] == day.isoformat() and out["users"] == 2
     assert out["inserted"] is False and out["user_strategies_written"] == 0  # nothing changed
-    with clean_db.connect() as conn:
+    with flow_db.connect() as conn:
         statuses = [runs.get_run(conn, uuid.UUID(x["run_id"])) for x in (first, out)]
     assert [r["status"] if r else None for r in statuses] == ["completed", "completed"]

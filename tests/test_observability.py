@@ -291,12 +291,8 @@ def test_relay_loop_serves_metrics_and_json_logs(
 
 @pytest.mark.prefect
 def test_json_logs_carry_the_pipeline_run_id(
-    prefect_harness: None,
-    clean_db: Engine,
-    stack_state_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    flow_db: Engine,
 ) -> None:
-    monkeypatch.setenv("BLOASIS_STATE_DIR", str(stack_state_dir))
     from flows.pipeline import daily_pipeline
 
     root = logging.getLogger()
@@ -319,7 +315,7 @@ def test_json_logs_carry_the_pipeline_run_id(
     # The flow's own lines (Prefect's run logger) and the domain's (bloasis.*) both carry it.
     assert any(r["logger"] == "prefect.flow_runs" for r in ours), records
     assert any("cache:" in r["message"] for r in ours)
-    with clean_db.connect() as conn:
+    with flow_db.connect() as conn:
         stored = conn.execute(
             text("SELECT id FROM pipeline_runs WHERE id = :i"), {"i": out["run_id"]}
         ).scalar_one()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -77,12 +76,9 @@ def test_replay_settings_are_validated(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.prefect
 def test_replay_runs_walk_history_one_session_per_run(
-    prefect_harness: None,
-    clean_db: Engine,
-    stack_state_dir: Path,
+    flow_db: Engine,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("BLOASIS_STATE_DIR", str(stack_state_dir))
     import flows.pipeline as fp
 
     with pytest.raises(ValueError, match="BLOASIS_REPLAY_START"):
@@ -95,7 +91,7 @@ def test_replay_runs_walk_history_one_session_per_run(
     ]
     # Friday, then Monday 15th (Lehman), Tuesday 16th, then held at the end.
     assert got == ["2008-09-12", "2008-09-15", "2008-09-16", "2008-09-16"]
-    with clean_db.connect() as conn:
+    with flow_db.connect() as conn:
         rows = conn.execute(
             select(PipelineRun.as_of, PipelineRun.parameters["replay"].as_boolean()).order_by(
                 PipelineRun.started_at

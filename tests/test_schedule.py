@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -29,19 +28,16 @@ def test_nyse_trading_days(d: date, expected: bool) -> None:
 
 @pytest.mark.prefect
 def test_scheduled_run_on_a_holiday_exits_early(
-    prefect_harness: None,
-    clean_db: Engine,
-    stack_state_dir: Path,
+    flow_db: Engine,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("BLOASIS_STATE_DIR", str(stack_state_dir))
     import flows.pipeline as fp
     from bloasis import pipeline
 
     monkeypatch.setattr(pipeline, "exchange_today", lambda: date(2026, 11, 26))
     out = asyncio.run(fp.daily_pipeline(trigger="baseline"))
     assert out == {"skipped": "2026-11-26 is not a NYSE trading day"}
-    with clean_db.connect() as conn:
+    with flow_db.connect() as conn:
         assert conn.execute(select(func.count()).select_from(PipelineRun)).scalar() == 0
     # A manual run, or one for a given date, is never skipped.
     assert asyncio.run(fp.daily_pipeline(trigger="manual", strategies=False, relay=False))["regime"]
