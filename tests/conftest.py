@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 # Hermetic: a developer's sourced .bloasis/env must not point tests at their servers, and
@@ -25,6 +25,7 @@ from sqlalchemy import Engine, text  # noqa: E402
 
 from bloasis.config import Settings  # noqa: E402
 from bloasis.store.models import Base  # noqa: E402
+from tests.grpc_harness import Harness  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -86,3 +87,13 @@ def flow_db(
     that find the embedded stack (they load their settings through BLOASIS_STATE_DIR)."""
     monkeypatch.setenv("BLOASIS_STATE_DIR", str(stack_state_dir))
     return clean_db
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    """gRPC servers and channels a test starts, stopped at its end."""
+    h = Harness()
+    try:
+        yield h
+    finally:
+        await h.close()

@@ -25,7 +25,6 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -63,8 +62,9 @@ from bloasis.strategy.types import PROFILES
 from bloasis.users import random_population, seed_population
 from tasks.common import is_transient
 from tests.factories import regime
+from tests.grpc_harness import Harness
 from tests.kafka_util import consume_all
-from tests.test_grpc import Harness, _code_of, _until
+from tests.test_grpc import _code_of, _until
 
 pytestmark = pytest.mark.fault
 
@@ -190,15 +190,6 @@ def _redis_values(r: redis.Redis) -> dict[bytes, bytes | None]:
 def _report(name: str, **figures: Any) -> None:
     # Shown with -s (or -rA); the closing note of issue 5 quotes these.
     print(f"\n[fault] {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
-
-
-@pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
-    h = Harness()
-    try:
-        yield h
-    finally:
-        await h.close()
 
 
 async def _health(ch: grpc.aio.Channel, name: str) -> int:

@@ -35,8 +35,8 @@ from bloasis.serve.server import MAX_RECEIVE_MESSAGE_BYTES, RegimeServer
 from bloasis.store.db import engine_for
 from bloasis.store.models import Base
 from bloasis.strategy.types import GICS_SECTORS, PROFILES
+from tests.grpc_harness import Harness
 from tests.rpcs import ALL_RPCS, RPCS, Rpc, call
-from tests.test_grpc import Harness
 from tests.test_grpc_strategy import World, _drop_users, _new_world, _seed_world
 
 pytestmark = pytest.mark.fuzz

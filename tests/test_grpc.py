@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import gc
 import json
 import os
@@ -21,7 +20,6 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,6 @@ from sqlalchemy import text
 
 from bloasis.config import Settings
 from bloasis.pb import market_regime_pb2 as mr_pb
-from bloasis.pb import market_regime_pb2_grpc as mr_grpc
 from bloasis.publish.cache import REGIME_CURRENT_KEY, make_redis, write_current_regime
 from bloasis.regime.types import RegimeResult
 from bloasis.serve import client
@@ -45,13 +42,13 @@ from bloasis.serve.server import (
     MARKET_REGIME_SERVICE_NAME,
     RegimeServer,
     StoreAccess,
-    start_server,
 )
 from bloasis.serve.snapshot import Snapshot
 from bloasis.store import outbox, runs
 from bloasis.store.db import engine_for
 from bloasis.store.regimes import insert_regimes
 from tests.factories import regime
+from tests.grpc_harness import Harness
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -136,42 +133,6 @@ async def _code_of(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
     except grpc.aio.AioRpcError as exc:
         return exc.code(), exc.details() or ""
     return grpc.StatusCode.OK, ""
-
-
-@dataclass
-class Harness:
-    """Starts servers and channels; the fixture stops/closes all of them."""
-
-    servers: list[RegimeServer] = field(default_factory=list)
-    channels: list[grpc.aio.Channel] = field(default_factory=list)
-
-    async def start(self, s: Settings, **opts: Any) -> tuple[RegimeServer, Any]:
-        opts = {"grace": 0.5, "health_interval": 0.2, **opts}
-        srv = await start_server(s, "127.0.0.1:0", **opts)
-        self.servers.append(srv)
-        return srv, mr_grpc.MarketRegimeServiceStub(self.channel(srv))
-
-    def channel(self, srv: RegimeServer) -> grpc.aio.Channel:
-        ch = grpc.aio.insecure_channel(srv.address)
-        self.channels.append(ch)
-        return ch
-
-    async def close(self) -> None:
-        # Bounded: grpcio's aio channel close can, rarely, wait forever (seen at teardown).
-        for ch in self.channels:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ch.close(), 5)
-        for srv in self.servers:
-            await asyncio.wait_for(srv.stop(0), 30)
-
-
-@pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
-    h = Harness()
-    try:
-        yield h
-    finally:
-        await h.close()
 
 
 @pytest.fixture(scope="module")

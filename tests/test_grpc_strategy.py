@@ -74,7 +74,8 @@ from bloasis.strategy.types import (
 from bloasis.wire import regime_to_pb, sector_analysis_to_pb, signal_to_pb, strategy_to_pb, to_json
 from bloasis.wire import ts as to_ts
 from tests.factories import regime
-from tests.test_grpc import GRPCURL, Harness, _code_of, _run, _stack, _until
+from tests.grpc_harness import Harness
+from tests.test_grpc import GRPCURL, _code_of, _run, _stack, _until
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -309,15 +310,6 @@ async def world(stack_settings: Settings) -> AsyncIterator[tuple[World, Stubs]]:
     finally:
         await h.close()
         await asyncio.to_thread(_drop_users, w)
-
-
-@pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
-    h = Harness()
-    try:
-        yield h
-    finally:
-        await h.close()
 
 
 def _expected_profile(w: World, profile: str, as_of: date) -> st_pb.Strategy:

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -40,8 +40,9 @@ from bloasis.publish.relay import RelayError, relay_pending
 from bloasis.serve.server import MARKET_REGIME_SERVICE_NAME, start_server
 from bloasis.store import outbox
 from bloasis.store.outbox import OutboxEvent
+from tests.grpc_harness import Harness
 from tests.kafka_util import consume_all
-from tests.test_grpc import Harness, _seed, _settings
+from tests.test_grpc import _seed, _settings
 
 ROOT = Path(__file__).resolve().parent.parent
 GET_CURRENT = f"{MARKET_REGIME_SERVICE_NAME}/GetCurrentRegime"
@@ -76,15 +77,6 @@ async def _until(pred: Callable[[], Awaitable[bool]], what: str, timeout: float 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
-    h = Harness()
-    try:
-        yield h
-    finally:
-        await h.close()
 
 
 def _free_port() -> int:
