@@ -29,6 +29,7 @@ import psutil
 
 from bloasis import stack
 from bloasis.config import Settings
+from bloasis.logs import PREFECT_JSON_LOGGING
 
 POOL = "bloasis-process"
 PREFECT_DATABASE = "prefect"
@@ -214,11 +215,14 @@ def prefect_url(settings: Settings) -> str:
 
 def prefect_env(settings: Settings) -> dict[str, str]:
     """What every Prefect process of the local deployment (and a sourcing shell) needs."""
-    return {
+    env = {
         "PREFECT_HOME": str((settings.state_dir / "prefect").resolve()),
         "PREFECT_API_URL": f"{prefect_url(settings)}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
+    if settings.log_format == "json":  # the worker's and its flow runs' lines too
+        env |= PREFECT_JSON_LOGGING
+    return env
 
 
 def prefect_database_url(settings: Settings) -> str:

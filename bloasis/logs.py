@@ -37,7 +37,12 @@ def current_run_id() -> str | None:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record, on one line."""
+    """One JSON object per record, on one line. Also Prefect's console formatter in processes
+    that Prefect configures (a worker's flow runs: `PREFECT_JSON_LOGGING`), where logging's
+    dictConfig passes Prefect's `format: default`, which is ignored here."""
+
+    def __init__(self, fmt: str | None = None, *args: object, **kwargs: object) -> None:
+        super().__init__()
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, object] = {
@@ -79,3 +84,11 @@ def configure_logging(
     for noisy in ("alembic.runtime.plugins", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return handler
+
+
+# Prefect's logging settings (overrides of its logging.yml, PREFECT_LOGGING_[PATH]_[KEY]) that
+# make its console handler write these JSON lines: for the worker and the flow runs it starts.
+PREFECT_JSON_LOGGING: Final = {
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_FORMATTER": "json",
+    "PREFECT_LOGGING_FORMATTERS_JSON_CLASS": f"{__name__}.JsonFormatter",
+}

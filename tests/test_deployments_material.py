@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from bloasis.logs import PREFECT_JSON_LOGGING, JsonFormatter
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deployments"
 MARKDOWN = ("README.md", "kubernetes.md")
@@ -341,6 +343,28 @@ def test_every_bloasis_variable_is_a_setting(settings_env: dict[str, type]) -> N
                 assert name in settings_env, f"{path.name}: {name} is not a setting"
 
 
+def _prefect_logging_overrides() -> set[str]:
+    """The PREFECT_LOGGING_[PATH]_[KEY] variables that override a leaf of Prefect's logging.yml."""
+    import prefect.logging
+
+    def leaves(node: Any, path: tuple[str, ...]) -> Iterator[str]:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from leaves(v, (*path, str(k)))
+        else:
+            yield "PREFECT_LOGGING_" + "_".join(path).upper().replace(".", "_")
+
+    yml = Path(prefect.logging.__file__).parent / "logging.yml"
+    return set(leaves(yaml.safe_load(yml.read_text()), ()))
+
+
+def test_json_logging_overrides_are_prefect_logging_paths_and_our_formatter() -> None:
+    overrides = _prefect_logging_overrides()
+    assert set(PREFECT_JSON_LOGGING) <= overrides
+    module, _, cls = PREFECT_JSON_LOGGING["PREFECT_LOGGING_FORMATTERS_JSON_CLASS"].rpartition(".")
+    assert getattr(importlib.import_module(module), cls) is JsonFormatter
+
+
 def test_compose_settings_are_valid_and_point_at_its_services(
     compose: dict[str, Any], settings_env: dict[str, type], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -348,13 +372,16 @@ def test_compose_settings_are_valid_and_point_at_its_services(
     from prefect.settings.legacy import _get_valid_setting_names
 
     prefect_names = _get_valid_setting_names(PrefectSettings)
+    logging_overrides = _prefect_logging_overrides()
     services = compose["services"]
     app = {n: s for n, s in services.items() if _is_app(s) and n != "prefect-server"}
     assert {"migrate", "deploy", "worker", "grpc"} <= set(app)
     for name, svc in [*app.items(), ("prefect-server", services["prefect-server"])]:
         env = {k: _interpolate(str(v)) for k, v in svc["environment"].items()}
         for key in env:
-            if key.startswith("PREFECT_"):
+            if key in logging_overrides:  # must be what `bloasis up` sets for JSON logs
+                assert PREFECT_JSON_LOGGING.get(key) == env[key], (name, key)
+            elif key.startswith("PREFECT_"):
                 assert key in prefect_names, f"{name}: {key} is not a Prefect setting"
         assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false", name
         if name == "prefect-server":

@@ -32,7 +32,7 @@ from sqlalchemy import Engine, text
 from bloasis import metrics
 from bloasis.config import Settings
 from bloasis.freshness import session_close, trading_age_seconds
-from bloasis.logs import configure_logging
+from bloasis.logs import PREFECT_JSON_LOGGING, configure_logging
 from bloasis.metrics import iter_samples, start_metrics_endpoint
 from bloasis.pb import market_regime_pb2 as mr_pb
 from bloasis.publish.events import ALERT_TOPIC, FRESHNESS_ALERT
@@ -472,3 +472,45 @@ def test_hot_path_histogram_matches_a_direct_count(latencies: list[float], strea
         assert out["bloasis_grpc_requests_total"] == len(latencies) + streams
     else:
         assert out == {} and buckets == {}
+
+
+@pytest.mark.prefect
+def test_flow_runs_configured_by_prefect_log_json_lines_with_the_run_id(
+    prefect_harness: None, tmp_path: Path
+) -> None:
+    # What a worker's flow-run process does: Prefect configures logging from its logging.yml,
+    # with the overrides `bloasis up` passes when BLOASIS_LOG_FORMAT=json.
+    from prefect.settings import PREFECT_API_URL
+
+    from bloasis.config import load_settings
+    from bloasis.local import prefect_env
+
+    assert PREFECT_JSON_LOGGING.items() <= prefect_env(load_settings(log_format="json")).items()
+    assert not PREFECT_JSON_LOGGING.keys() & prefect_env(load_settings(log_format="text")).keys()
+    script = tmp_path / "flow.py"
+    script.write_text(
+        "import logging\n"
+        "from prefect import flow, get_run_logger\n"
+        "import tasks  # registers the run-id source, as the pipeline's modules do\n"
+        "@flow\n"
+        "async def f():\n"
+        "    get_run_logger().info('hello from the flow')\n"
+        "    logging.getLogger('bloasis.x').warning('a domain warning')\n"
+        "import asyncio\n"
+        "asyncio.run(f())\n"
+    )
+    env = {
+        **os.environ,
+        **PREFECT_JSON_LOGGING,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "PYTHONPATH": str(ROOT),
+    }
+    proc = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.strip()]
+    by_message = {x["message"]: x for x in lines}
+    hello, warning = by_message["hello from the flow"], by_message["a domain warning"]
+    assert hello["logger"] == "prefect.flow_runs" and warning["logger"] == "bloasis.x"
+    assert hello["run_id"] == warning["run_id"] and uuid.UUID(hello["run_id"])
