@@ -360,6 +360,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
 # --- serve -----------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {"grpc_address": args.address} if args.address else {}
+    if args.processes is not None:
+        overrides["grpc_processes"] = args.processes
     settings = load_settings(**overrides)
     if args.background:
         from bloasis import local
@@ -372,8 +374,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bloasis.serve.server import serve
 
     def ready(addr: str) -> None:
-        print(f"serving gRPC on {addr}", file=sys.stderr, flush=True)
+        n = settings.grpc_processes
+        group = f" ({n} processes sharing the port)" if n > 1 else ""
+        print(f"serving gRPC on {addr}{group}", file=sys.stderr, flush=True)
 
+    if settings.grpc_processes > 1:
+        from bloasis.serve.group import serve_group
+
+        return serve_group(settings, ready)
     asyncio.run(serve(settings, ready=ready))
     return 0
 
@@ -740,6 +748,13 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="run the gRPC server")
     sv.add_argument("--address", default=None, help="host:port (default BLOASIS_GRPC_ADDRESS)")
     sv.add_argument("--background", action="store_true", help="start detached, wait until ready")
+    sv.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="N server processes sharing the port, SO_REUSEPORT (BLOASIS_GRPC_PROCESSES, 1)",
+    )
     sv.set_defaults(func=cmd_serve)
 
     up = sub.add_parser(
@@ -816,7 +831,8 @@ EXAMPLES: dict[str, str] = {
     "relay": "bloasis relay --once\nbloasis relay --interval 2",
     "topics": "bloasis topics --ensure",
     "cache": "bloasis cache\nbloasis cache 'strategy:*' --show",
-    "serve": "bloasis serve\nbloasis serve --background --address 127.0.0.1:50051",
+    "serve": "bloasis serve\nbloasis serve --background --address 127.0.0.1:50051\n"
+    "bloasis serve --processes 2   # one process per core, one port",
     "up": "bloasis up\nbloasis up --replay 2007-06-01:2009-06-30 --replay-every 20",
     "down": "bloasis down",
     "stop": "bloasis stop",

@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = Field(default=None, description="CA bundle (PEM) for SSL")
     grpc_address: str = Field(default="127.0.0.1:50051", description="host:port to serve on")
+    grpc_processes: int = Field(
+        default=1, ge=1, le=64,
+        description="`bloasis serve` processes sharing the port (SO_REUSEPORT); 1: one process",
+    )  # fmt: skip
+    grpc_reuseport: bool = Field(
+        default=False, description="bind with SO_REUSEPORT (set for each process of a group)"
+    )
     # gRPC security (bloasis.serve.auth; README "Security"). Server: TLS when cert and key are
     # set, bearer tokens when a tokens file or inline tokens are set. Clients: CA and token.
     grpc_tls_cert: Path | None = Field(default=None, description="server certificate chain (PEM)")

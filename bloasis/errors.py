@@ -9,6 +9,7 @@ _KNOWN = (
     ("bloasis.stack", "StackError", "embedded stack"),
     ("bloasis.pipeline", "PipelineError", "pipeline"),
     ("bloasis.local", "LocalError", "local deployment"),
+    ("bloasis.serve.group", "GroupError", "gRPC server group"),
     ("bloasis.regime.model", "RegimeInputError", "regime"),
     ("bloasis.publish.relay", "RelayError", "relay"),
     ("bloasis.serve.client", "ClientError", "gRPC"),

@@ -171,7 +171,8 @@ def serve_background(settings: Settings) -> tuple[int, bool]:
         return existing, False
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.state_dir / "serve.log"
-    cmd = [sys.executable, "-m", "bloasis.cli", "serve", "--address", settings.grpc_address]
+    cmd = [sys.executable, "-m", "bloasis.cli", "serve", "--address", settings.grpc_address,
+           "--processes", str(settings.grpc_processes)]  # fmt: skip
     proc = stack._spawn(cmd, log_path, Path.cwd(), None)
     _pid_file(settings).write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + 30

@@ -791,8 +791,9 @@ class RegimeServer:
                 # Accept client keepalive pings down to every 10 s.
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
                 ("grpc.http2.max_ping_strikes", 2),
-                # Fail loudly if another server already holds the port.
-                ("grpc.so_reuseport", 0),
+                # Fail loudly if another server already holds the port, unless this process
+                # is one of a group sharing it (`bloasis serve --processes N`).
+                ("grpc.so_reuseport", 1 if settings.grpc_reuseport else 0),
             ],
         )
         self._health_status: int | None = None
