@@ -1,6 +1,7 @@
 """gRPC serving against the stack's floor and against cache-aside serving, side by side.
 
-Three servers, each in its own process, answer `GetCurrentRegime` and `GetStrategy` (user "test"):
+Three servers, each in its own process, answer `GetCurrentRegime` and `GetStrategy` (user "test")
+(a fourth, the product as a 2-process group, is measured beside them):
 - product: `bloasis serve` on what one pipeline run stored (bench.seed);
 - floor: a grpc.aio server returning a pre-built response (the product's own response bytes:
   same size, same content), i.e. the cost of grpc.aio itself;
@@ -50,7 +51,10 @@ METHODS: Final = {
     "strategy": "/bloasis.strategy.StrategyService/GetStrategy",
 }
 REDIS_KEYS: Final = {"regime": "bench:grpc:regime", "strategy": "bench:grpc:strategy"}
-SERVERS: Final = ("product", "floor", "redis")
+# product_2p: the product as `bloasis serve --processes 2` (SO_REUSEPORT), reported beside the
+# entries; the entries compare one process with one process.
+SERVERS: Final = ("product", "floor", "redis", "product_2p")
+GROUP_CONNECTIONS: Final = 4  # h2load connections to product_2p (the same 64 streams in flight)
 CLIENT: Final = "multi-process grpc.aio client (pre-encoded requests, raw response bytes)"
 H2LOAD: Final = "h2load (nghttp2-client) with the pre-encoded gRPC frame, 1 connection"
 
@@ -226,7 +230,9 @@ def h2load_path() -> str | None:
     return shutil.which("h2load")
 
 
-def run_h2load(address: str, method: str, calls: int, in_flight: int, work: Path) -> dict[str, Any]:
+def run_h2load(
+    address: str, method: str, calls: int, in_flight: int, work: Path, connections: int = 1
+) -> dict[str, Any]:
     """`calls` calls at `in_flight` concurrent streams on one connection, from h2load (Debian's
     nghttp2-client: C, so the client costs the 2-core machine little) posting the pre-encoded
     gRPC frame; per-request latencies from its log file. h2load sees HTTP statuses only: a
@@ -239,7 +245,8 @@ def run_h2load(address: str, method: str, calls: int, in_flight: int, work: Path
     data.write_bytes(b"\x00" + len(req).to_bytes(4, "big") + req)  # gRPC length-prefixed frame
     log = work / f"h2load-{method}.log"
     cmd = [
-        exe, "-n", str(calls), "-c", "1", "-t", "1", "-m", str(in_flight), "-d", str(data),
+        exe, "-n", str(calls), "-c", str(connections), "-t", "1",
+        "-m", str(max(1, in_flight // connections)), "-d", str(data),
         "-H", "content-type: application/grpc", "-H", "te: trailers",
         f"--log-file={log}", f"http://{address}{METHODS[method]}",
     ]  # fmt: skip
@@ -343,11 +350,18 @@ def run(
                 rc.close()
             child = [sys.executable, "-m", "bench.grpc_serving"]
             opts = ["--address", "127.0.0.1:0", "--payloads", str(work), "--redis-url", redis_url]
+            group_env = product_env | {"BLOASIS_GRPC_PROCESSES": "2", "BLOASIS_METRICS_PORT": "0"}
             with (
                 _process([*child, "floor", *opts], _child_env(), work / "floor.log") as floor_addr,
                 _process([*child, "redis", *opts], _child_env(), work / "redis.log") as redis_addr,
+                _process(serve, group_env, work / "product_2p.log") as group_addr,
             ):
-                addresses = {"product": product_addr, "floor": floor_addr, "redis": redis_addr}
+                addresses = {
+                    "product": product_addr,
+                    "floor": floor_addr,
+                    "redis": redis_addr,
+                    "product_2p": group_addr,
+                }
                 answers = {name: _fetch(a) for name, a in addresses.items()}
                 equal = {
                     m: len({_normalised(m, answers[n][m]) for n in SERVERS}) == 1 for m in METHODS
@@ -357,7 +371,10 @@ def run(
 
                 def load(address: str, m: str, calls: int) -> dict[str, Any]:
                     if client == "h2load":
-                        return run_h2load(address, m, calls, sz.in_flight, work)
+                        # A process group needs several connections: the kernel spreads
+                        # connections, not streams, over the processes sharing the port.
+                        conns = GROUP_CONNECTIONS if address == group_addr else 1
+                        return run_h2load(address, m, calls, sz.in_flight, work, conns)
                     return run_load(address, m, calls, sz.in_flight, sz.processes)
 
                 for a in addresses.values():
@@ -405,6 +422,9 @@ def run(
         "calls_per_round": sz.calls,
         "rounds": sz.rounds,
         "size": size,
+        "product_2p": "the product as `bloasis serve --processes 2` (SO_REUSEPORT), loaded"
+        + (f" over {GROUP_CONNECTIONS} connections" if client == "h2load" else "")
+        + "; beside the entries, which compare one process with one process",
     }
 
     def one(name: str, m: str, base: str, factor: float, label: str) -> dict[str, Any]:

@@ -76,11 +76,12 @@ def test_grpc_serving_tiny_compares_equal_responses() -> None:
     ]
     for e in entries:
         _shape(e)
-        # Equal work: all three servers answered the same message (served_at aside), no errors.
+        # Equal work: every server (the 2-process product too) answered the same message
+        # (served_at aside), no errors.
         assert e["responses_equal"] is True
-        assert e["errors"] == {"product": 0, "floor": 0, "redis": 0}
+        assert e["errors"] == {"product": 0, "floor": 0, "redis": 0, "product_2p": 0}
         assert e["client"] in (grpc_serving.H2LOAD, grpc_serving.CLIENT)
-        for server in ("product", "floor", "redis"):
+        for server in ("product", "floor", "redis", "product_2p"):
             assert e[f"{server}_calls_per_s"] > 0
             assert 0 < e[f"{server}_p50_ms"] <= e[f"{server}_p99_ms"]
     by_name = {e["name"]: e for e in entries}
