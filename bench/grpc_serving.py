@@ -71,7 +71,7 @@ class Size:
 SIZES: Final = {
     "tiny": Size(calls=200, rounds=1, in_flight=8, processes=1, warmup=50),
     "quick": Size(calls=4_000, rounds=1, in_flight=64, processes=2, warmup=500),
-    "full": Size(calls=20_000, rounds=3, in_flight=64, processes=2, warmup=2_000),
+    "full": Size(calls=20_000, rounds=5, in_flight=64, processes=2, warmup=2_000),
 }
 
 
