@@ -832,7 +832,7 @@ EXAMPLES: dict[str, str] = {
     "topics": "bloasis topics --ensure",
     "cache": "bloasis cache\nbloasis cache 'strategy:*' --show",
     "serve": "bloasis serve\nbloasis serve --background --address 127.0.0.1:50051\n"
-    "bloasis serve --processes 2   # one process per core, one port",
+    "bloasis serve --processes 2",
     "up": "bloasis up\nbloasis up --replay 2007-06-01:2009-06-30 --replay-every 20",
     "down": "bloasis down",
     "stop": "bloasis stop",
