@@ -480,28 +480,18 @@ def main() -> None:
     ap.add_argument("--watchers", type=int, default=1000)
     args = ap.parse_args()
 
-    from bench.common import emit, entry
-    from bloasis import stack
-    from bloasis.config import load_settings
-    from bloasis.store.db import upgrade
+    from bench.common import bench_stack, emit, entry
 
-    with tempfile.TemporaryDirectory(prefix="bloasis-bench-") as tmp:
-        state = Path(tmp)
-        try:
-            stack.up(state)
-            settings = load_settings(state_dir=state)
-            upgrade(settings.require("database_url"))
-            r = run_soak(
-                settings.require("database_url"),
-                settings.require("redis_url"),
-                calls=args.calls,
-                warmup=args.warmup,
-                in_flight=args.in_flight,
-                processes=args.processes,
-                watchers=args.watchers,
-            )
-        finally:
-            stack.down(state)
+    with bench_stack() as settings:
+        r = run_soak(
+            settings.require("database_url"),
+            settings.require("redis_url"),
+            calls=args.calls,
+            warmup=args.warmup,
+            in_flight=args.in_flight,
+            processes=args.processes,
+            watchers=args.watchers,
+        )
     soak, watch = r["soak"], r["watch"]
     common = {"calls": soak["calls"], "in_flight": args.in_flight, "processes": args.processes}
     n_errors = sum(soak["errors"].values())

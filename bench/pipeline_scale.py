@@ -26,7 +26,6 @@ import json
 import os
 import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.common import bench_stack, emit, entry, say, timed
+from bloasis import stack
 
 if TYPE_CHECKING:
     from bloasis.config import Settings
@@ -69,12 +69,6 @@ SIZES: dict[str, Size] = {
 
 
 # --- Prefect server ------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _healthy(api_url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
@@ -96,7 +90,7 @@ def prefect_server(
         yield base | {"PREFECT_API_URL": api_url}, lambda: None
         return
     with tempfile.TemporaryDirectory(prefix="bloasis-bench-prefect-") as home:
-        port = _free_port()
+        port = stack._pick_port(set())
         url = f"http://127.0.0.1:{port}/api"
         env = base | {"PREFECT_HOME": home, "PREFECT_API_URL": url}
         log = open(Path(home) / "server.log", "wb")  # noqa: SIM115 (closed below)

@@ -129,8 +129,8 @@ class _HotPath(Collector):
 
     def __init__(self) -> None:
         self.calls: dict[tuple[str, str], list[float]] = {}  # [sum, bucket counts..., +Inf]
-        self.streams: dict[tuple[str, str], list[int]] = {}
-        self.lookups: dict[tuple[str, str, bool], list[int]] = {}
+        self.streams: dict[tuple[str, str], int] = {}
+        self.lookups: dict[tuple[str, str, bool], int] = {}
 
     def collect(self) -> Iterator[Any]:
         requests = CounterMetricFamily(
@@ -152,8 +152,8 @@ class _HotPath(Collector):
                 buckets.append((floatToGoString(bound), cumulative))
             latency.add_metric(list(key), buckets, sum_value=seen[0])
             counts[key] = cumulative
-        for key, cell in list(self.streams.items()):
-            counts[key] = counts.get(key, 0) + cell[0]
+        for key, n in list(self.streams.items()):
+            counts[key] = counts.get(key, 0) + n
         for key, n in counts.items():
             requests.add_metric(list(key), n)
         lookups = CounterMetricFamily(
@@ -162,8 +162,8 @@ class _HotPath(Collector):
             "layer consulted (snapshot, redis, postgres) and the result (hit, miss)",
             labels=["kind", "layer", "result"],
         )
-        for (kind, layer, hit), cell in list(self.lookups.items()):
-            lookups.add_metric([kind, layer, "hit" if hit else "miss"], cell[0])
+        for (kind, layer, hit), n in list(self.lookups.items()):
+            lookups.add_metric([kind, layer, "hit" if hit else "miss"], n)
         yield requests
         yield latency
         yield lookups
@@ -174,27 +174,23 @@ REGISTRY.register(_HOT)
 
 
 def cache_lookup(kind: str, layer: str, hit: bool) -> None:
-    cell = _HOT.lookups.get((kind, layer, hit))
-    if cell is None:
-        cell = _HOT.lookups.setdefault((kind, layer, hit), [0])
-    cell[0] += 1
+    lookups = _HOT.lookups
+    lookups[(kind, layer, hit)] = lookups.get((kind, layer, hit), 0) + 1
 
 
 def grpc_call(method: str, code: str, seconds: float) -> None:
     """A unary call ended with `code` (a grpc.StatusCode name) after `seconds`."""
     row = _HOT.calls.get((method, code))
     if row is None:
-        row = _HOT.calls.setdefault((method, code), [0.0] * (len(LATENCY_BUCKETS) + 2))
+        row = _HOT.calls[(method, code)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
     row[0] += seconds
     row[1 + bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
 
 def grpc_stream(method: str, code: str) -> None:
     """A server stream ended with `code` (counted, not timed)."""
-    cell = _HOT.streams.get((method, code))
-    if cell is None:
-        cell = _HOT.streams.setdefault((method, code), [0])
-    cell[0] += 1
+    streams = _HOT.streams
+    streams[(method, code)] = streams.get((method, code), 0) + 1
 
 
 # --- snapshot ages, computed when scraped --------------------------------------------------------

@@ -58,11 +58,8 @@ def load_market_data_with_issues(
 
     kind, n, seed, years = parse_universe(universe)
     if kind in ("file", "parquet"):
-        source: FileSource | ParquetSource = (
-            FileSource(universe[5:], quarantine=quarantine)
-            if kind == "file"
-            else ParquetSource(universe[8:], quarantine=quarantine)
-        )
+        cls = FileSource if kind == "file" else ParquetSource
+        source = cls(universe.partition(":")[2], quarantine=quarantine)
         with warnings.catch_warnings():
             # The issues are returned for the caller to log; no duplicate Python warning.
             warnings.simplefilter("ignore", category=UserWarning)

@@ -135,6 +135,8 @@ async def daily_pipeline(
             )
             return {"skipped": why}
     settings = load_settings()
+    if replay and settings.replay_start is None:
+        raise ValueError("a replay run needs BLOASIS_REPLAY_START (e.g. 2007-06-01)")
     universe = universe or settings.universe
     parse_universe(universe)
     model = resolve_model(settings.model_version, universe)
@@ -144,8 +146,7 @@ async def daily_pipeline(
 
     md = load_market_data(as_of, universe, settings.quarantine)
     if replay:
-        if settings.replay_start is None:
-            raise ValueError("a replay run needs BLOASIS_REPLAY_START (e.g. 2007-06-01)")
+        assert settings.replay_start is not None  # checked above, before the load
         as_of = pipeline.replay_as_of(
             engine, md, model.version, settings.replay_start, settings.replay_end
         )

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY, generate_latest
 from sqlalchemy import Engine, text
 
-from bloasis import metrics
+from bloasis import metrics, stack
 from bloasis.config import Settings
 from bloasis.freshness import session_close, trading_age_seconds
 from bloasis.logs import PREFECT_JSON_LOGGING, configure_logging
@@ -80,9 +79,7 @@ async def _until(pred: Callable[[], Awaitable[bool]], what: str, timeout: float 
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return stack._pick_port(set())
 
 
 # --- gRPC server ---------------------------------------------------------------------------------

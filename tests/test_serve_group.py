@@ -19,6 +19,7 @@ import grpc
 import psutil
 import pytest
 
+from bloasis import stack
 from bloasis.config import Settings, SettingsError, load_settings
 from bloasis.metrics import iter_samples
 from bloasis.pb import market_regime_pb2 as mr_pb
@@ -116,7 +117,7 @@ def test_processes_share_the_port_and_stop_together(
     s = _settings(stack_settings)
     asyncio.run(_seed(s, [(date(2024, 1, 2), "bull")]))
     metrics = _free_port()
-    while _free_port() == metrics + 1:  # pragma: no cover - the next port must be free too
+    while not stack._port_free(metrics + 1):  # the second process's metrics port too
         metrics = _free_port()
     group = Group(s, tmp_path, metrics)
     try:
@@ -162,3 +163,26 @@ def test_metrics_ports_of_a_group_are_checked() -> None:
     clash = load_settings(grpc_processes=3, metrics_port=9464, relay_metrics_port=9465)
     with pytest.raises(SettingsError, match="BLOASIS_RELAY_METRICS_PORT=9465"):
         metrics_ports(clash)
+
+
+def test_a_group_whose_processes_fail_at_start_exits_with_one_line(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    # A bad token entry makes each process refuse to start: the group says so and exits 1.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLOASIS_")} | {
+        "BLOASIS_DATABASE_URL": stack_settings.require("database_url"),
+        "BLOASIS_STATE_DIR": str(tmp_path),
+        "BLOASIS_METRICS_PORT": "0",
+        "BLOASIS_GRPC_TOKENS": "sometoken root",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "bloasis.cli", "serve", "--processes", "2",
+         "--address", "127.0.0.1:0"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("bloasis: gRPC server group: serve process"), last
+    assert "while starting" in last
+    assert "BLOASIS_GRPC_TOKENS: entry 1" in proc.stderr  # the child's own reason, relayed
+    assert "Traceback" not in proc.stderr

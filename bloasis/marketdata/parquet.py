@@ -24,14 +24,13 @@ the same rules as every other source (`bloasis.marketdata.validate.validate`).
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bloasis.marketdata.sources import DataQualityWarning, DayLike, _cut_end, _cut_start
+from bloasis.marketdata.sources import DayLike, _cut_end, _cut_start, warn_quarantined
 from bloasis.marketdata.types import (
     MARKET_COLUMNS,
     OHLCV_FIELDS,
@@ -39,7 +38,7 @@ from bloasis.marketdata.types import (
     DataIssue,
     MarketData,
 )
-from bloasis.marketdata.validate import format_issues, validate
+from bloasis.marketdata.validate import validate
 
 FORMAT_VERSION = 1
 BARS_FILE, MARKET_FILE, SYMBOLS_FILE = "bars.parquet", "market.parquet", "symbols.parquet"
@@ -246,10 +245,5 @@ class ParquetSource:
 
     def load(self, start: DayLike | None = None, end: DayLike | None = None) -> MarketData:
         md, self.issues = validate(self.read(end), quarantine=self.quarantine)
-        if self.issues:
-            warnings.warn(
-                format_issues(f"{md.source} (quarantined)", self.issues),
-                DataQualityWarning,
-                stacklevel=2,
-            )
+        warn_quarantined(md.source, self.issues)
         return _cut_start(md, start)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -241,6 +242,15 @@ def _cut_end(n_sessions: pd.DatetimeIndex, end: DayLike | None) -> int:
     if end is None:
         return len(n_sessions)
     return int(n_sessions.searchsorted(to_timestamp(end), side="right"))
+
+
+def warn_quarantined(context: str, issues: Sequence[DataIssue]) -> None:
+    """A source that quarantined rows says so (a DataQualityWarning listing them)."""
+    if issues:
+        # stacklevel 3: the caller of the source's load()
+        warnings.warn(
+            format_issues(f"{context} (quarantined)", issues), DataQualityWarning, stacklevel=3
+        )
 
 
 def _cut_start(md: MarketData, start: DayLike | None) -> MarketData:
@@ -539,12 +549,7 @@ class FileSource:
         md = MarketData(market=market, closes=closes, ohlcv=ohlcv, sectors=sectors, source=context)
         md, more = validate(md, quarantine=self.quarantine)
         self.issues = issues + extra + more
-        if self.issues:
-            warnings.warn(
-                format_issues(f"{context} (quarantined)", self.issues),
-                DataQualityWarning,
-                stacklevel=2,
-            )
+        warn_quarantined(context, self.issues)
         return _cut_start(md, start)
 
     @staticmethod

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import grpc
 import redis
@@ -462,6 +462,17 @@ class Served:
 
 
 USER_MEMO_SIZE: Final = 4096
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _memo_put(memo: dict[K, V], key: K, value: V) -> V:
+    """Store in a per-user memo bounded at USER_MEMO_SIZE (emptied when full: cheap, and a
+    full memo means more users than it is meant for)."""
+    if len(memo) >= USER_MEMO_SIZE:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 @dataclass(frozen=True)
@@ -609,10 +620,7 @@ class StrategyServicer:
             return None
         if (user_id, raw) in self._parsed:  # this user's key holds the same value as before
             return self._parsed[(user_id, raw)]
-        if len(self._parsed) >= USER_MEMO_SIZE:
-            self._parsed.clear()
-        self._parsed[(user_id, raw)] = got = self._parse_redis_user(raw, key, user_id)
-        return got
+        return _memo_put(self._parsed, (user_id, raw), self._parse_redis_user(raw, key, user_id))
 
     def _parse_redis_user(
         self, raw: bytes, key: str, user_id: str
@@ -733,12 +741,12 @@ class StrategyServicer:
                 except RequestError as exc:
                     log.warning("ignoring the cached strategy of %s: %s", q.who, exc.details)
                 else:
-                    if len(self._expanded) >= USER_MEMO_SIZE:
-                        self._expanded.clear()
                     regime_pb = _regime_pb(entry.regime)
                     shared = strategy_pb2.Strategy()
                     shared.CopyFrom(pb)
-                    self._expanded[id(cached)] = _Expanded(cached, entry, shared, regime_pb)
+                    _memo_put(
+                        self._expanded, id(cached), _Expanded(cached, entry, shared, regime_pb)
+                    )
                     return Served(pb, regime_pb, SERVED_FROM_REDIS)
         try:
             rec, profile = await self.store.call(
@@ -802,9 +810,8 @@ class StrategyServicer:
         # Not cached when the snapshots are not loaded (nothing to tie its validity to), nor
         # when an UpdatePreferences overlapped the read.
         if strategies is not None and gen == self._answers_gen:
-            if len(self._answers) >= USER_MEMO_SIZE:
-                self._answers.clear()
-            self._answers[user_id] = _Answer(raw, strategies, regime, now + self.user_cache_seconds)
+            answer = _Answer(raw, strategies, regime, now + self.user_cache_seconds)
+            _memo_put(self._answers, user_id, answer)
         return raw + strategy_pb2.StrategyResponse(served_from=s.served_from).SerializeToString()
 
     async def GetStockPicks(
