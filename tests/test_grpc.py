@@ -33,6 +33,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
+from bloasis import stack
 from bloasis.config import Settings
 from bloasis.pb import market_regime_pb2 as mr_pb
 from bloasis.publish.cache import REGIME_CURRENT_KEY, make_redis, write_current_regime
@@ -40,10 +41,11 @@ from bloasis.regime.types import RegimeResult
 from bloasis.serve import client
 from bloasis.serve.server import (
     MARKET_REGIME_SERVICE_NAME,
+    MarketRegimeServicer,
     RegimeServer,
     StoreAccess,
 )
-from bloasis.serve.snapshot import Snapshot
+from bloasis.serve.snapshot import Snapshot, StoreRefresher
 from bloasis.store import outbox, runs
 from bloasis.store.db import engine_for
 from bloasis.store.regimes import insert_regimes
@@ -181,6 +183,75 @@ async def test_current_regime_is_latest_as_of_from_snapshot(
     assert forced.regime == resp.regime
 
 
+async def test_the_fast_path_answers_as_the_full_path_and_leaves_the_rest_to_it(
+    stack_settings: Settings, harness: Harness
+) -> None:
+    """GetCurrentRegime's fast path (raw request bytes known plain -> the snapshot's encoded
+    answer) gives the full path's answer, with served_at to the millisecond; every other
+    request, bad ones included, still gets the full path's answer or error, every time."""
+    s = _settings(stack_settings)
+    await _seed(s, [(date(2024, 3, 1), "bull"), (date(2024, 3, 4), "bear")])
+    srv, stub = await harness.start(s)
+    ch = harness.channel(srv)
+    raw = ch.unary_unary(f"/{SVC}/GetCurrentRegime")  # bytes in, bytes out
+
+    first = await stub.GetCurrentRegime(mr_pb.GetCurrentRegimeRequest(), timeout=5)  # full path
+    for _ in range(2):
+        for req in (mr_pb.GetCurrentRegimeRequest(), mr_pb.GetCurrentRegimeRequest(user_id="ann")):
+            t0 = time.time_ns() // 1_000_000
+            resp = await stub.GetCurrentRegime(req, timeout=5)
+            t1 = time.time_ns() // 1_000_000
+            assert (resp.regime, resp.served_from) == (first.regime, "snapshot")
+            served_ms = resp.served_at.seconds * 1000 + resp.served_at.nanos // 1_000_000
+            assert resp.served_at.nanos % 1_000_000 == 0 and t0 <= served_ms <= t1
+        forced = await stub.GetCurrentRegime(
+            mr_pb.GetCurrentRegimeRequest(force_refresh=True), timeout=5
+        )
+        assert (forced.regime, forced.served_from) == (first.regime, "postgres")
+        code, details = await _code_of(
+            stub.GetCurrentRegime(mr_pb.GetCurrentRegimeRequest(user_id="u" * 129), timeout=5)
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "user_id" in details
+        code, details = await _code_of(raw(b"\x12\x02\xff\xfe", timeout=5))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "not a valid" in details
+    # What the fast path learnt: which request bytes it answers itself.
+    plain = srv.market_regime._plain_requests
+    assert plain[b""] and plain[mr_pb.GetCurrentRegimeRequest(user_id="ann").SerializeToString()]
+    assert not plain[mr_pb.GetCurrentRegimeRequest(force_refresh=True).SerializeToString()]
+    assert not plain[b"\x12\x02\xff\xfe"]
+
+    # A new regime: the fast path serves it at once (never the previous value's bytes).
+    await _until(lambda: srv.refresher.listening, "LISTEN", 5)
+    await _seed(s, [(date(2024, 3, 5), "crisis")])
+    await _until(lambda: srv.refresher.notifications > 0, "the notification", 5)
+
+    async def crisis() -> bool:
+        r = await stub.GetCurrentRegime(mr_pb.GetCurrentRegimeRequest(), timeout=5)
+        return (r.regime.as_of, r.regime.regime) == ("2024-03-05", "crisis")
+
+    await _until(crisis, "the new regime", 5)
+
+
+async def test_a_failing_fast_path_falls_back_to_the_full_path(
+    stack_settings: Settings,
+    harness: Harness,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(self: object, raw: bytes) -> bytes | None:
+        raise RuntimeError("a bug in the fast path")
+
+    monkeypatch.setattr(MarketRegimeServicer, "fast_GetCurrentRegime", broken)
+    s = _settings(stack_settings)
+    await _seed(s, [(date(2024, 3, 1), "bull")])
+    _, stub = await harness.start(s)
+    for _ in range(2):
+        resp = await stub.GetCurrentRegime(mr_pb.GetCurrentRegimeRequest(), timeout=5)
+        assert (resp.regime.as_of, resp.served_from) == ("2024-03-01", "snapshot")
+    assert "the fast path failed; serving the full way" in caplog.text
+    assert "a bug in the fast path" in caplog.text
+
+
 async def test_notify_updates_snapshot_and_watchers(
     stack_settings: Settings, harness: Harness
 ) -> None:
@@ -243,6 +314,103 @@ async def test_notify_updates_snapshot_and_watchers(
 
 async def _eq(value: Awaitable[str], expected: str) -> bool:
     return await value == expected
+
+
+def _notify(url: str) -> None:
+    with engine_for(url).begin() as conn:
+        outbox.notify_results(conn, "{}")
+
+
+def _terminate(url: str, pid: int) -> None:
+    with engine_for(url).begin() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+
+async def test_an_idle_listen_connection_does_not_wake_the_loop(
+    stack_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LISTEN waits on its socket: nothing runs while nothing arrives (psycopg's
+    `notifies(timeout=)` alone re-armed a reader every 0.1 s, 10 loop wake-ups a second), and
+    a connection ended by the server is noticed at once, not at the next liveness check."""
+    url = stack_settings.require("database_url")
+    r = StoreRefresher(url, poll_interval=60.0, listen_check_interval=60.0)
+    r.track(Snapshot[int]("n"), lambda: 1)
+    await r.start()
+    try:
+        await _until(lambda: r.listening, "LISTEN", 5)
+        await asyncio.sleep(0.2)  # the catch-up round after LISTEN
+        loop = asyncio.get_running_loop()
+        armed: list[Any] = []
+        add_reader = loop.add_reader
+
+        def counting(fd: Any, callback: Callable[..., object], *args: Any) -> None:
+            armed.append(fd)
+            add_reader(fd, callback, *args)
+
+        monkeypatch.setattr(loop, "add_reader", counting)
+        await asyncio.sleep(1.0)
+        assert armed == []
+        await asyncio.to_thread(_notify, url)
+        await _until(lambda: r.notifications == 1, "the notification", 3)
+
+        pid = r.listen_pid
+        assert pid is not None
+        await asyncio.to_thread(_terminate, url, pid)
+        await _until(
+            lambda: r.listening and r.listen_pid not in (None, pid), "a new LISTEN connection", 3
+        )
+        await asyncio.to_thread(_notify, url)
+        await _until(lambda: r.notifications == 2, "a notification after reconnecting", 3)
+    finally:
+        await r.stop()
+
+
+async def test_liveness_checks_lose_no_notification(stack_settings: Settings) -> None:
+    """A notification read with a liveness check's SELECT 1 is delivered all the same."""
+    url = stack_settings.require("database_url")
+    r = StoreRefresher(url, poll_interval=60.0, listen_check_interval=0.02)
+    r.track(Snapshot[int]("n"), lambda: 1)
+    await r.start()
+    try:
+        await _until(lambda: r.listening, "LISTEN", 5)
+        pid = r.listen_pid
+        for _ in range(20):  # one transaction each: not merged by PostgreSQL
+            await asyncio.to_thread(_notify, url)
+            await asyncio.sleep(0.01)
+        await _until(lambda: r.notifications == 20, "20 notifications", 5)
+        await asyncio.sleep(0.2)
+        assert (r.notifications, r.listening, r.listen_pid) == (20, True, pid)
+    finally:
+        await r.stop()
+
+
+async def test_the_poll_is_a_backstop_while_listen_works(stack_settings: Settings) -> None:
+    url = stack_settings.require("database_url")
+    works = StoreRefresher(url, poll_interval=0.1, listening_poll_interval=60.0)
+    # Nothing listens on this port: LISTEN never connects.
+    down = StoreRefresher(
+        f"postgresql://bloasis@127.0.0.1:{stack._pick_port(set())}/bloasis",
+        poll_interval=0.1,
+        listening_poll_interval=60.0,
+    )
+    for r in (works, down):
+        r.track(Snapshot[int]("n"), lambda: 1)
+        await r.start()
+    try:
+        await _until(lambda: works.listening, "LISTEN", 5)
+        await asyncio.sleep(0.3)  # the catch-up round after LISTEN
+        a, b = works.rounds, down.rounds
+        await asyncio.sleep(1.0)
+        assert works.rounds == a  # LISTEN works: no polling every 0.1 s
+        assert down.rounds >= b + 5  # no LISTEN: every 0.1 s
+        # LISTEN lost: a round at once (not after the 60 s backstop).
+        pid = works.listen_pid
+        assert pid is not None
+        await asyncio.to_thread(_terminate, url, pid)
+        await _until(lambda: works.rounds > a, "a round on losing LISTEN", 2)
+    finally:
+        for r in (works, down):
+            await r.stop()
 
 
 async def test_slow_watcher_keeps_newest_changes() -> None:

@@ -443,12 +443,20 @@ def test_trading_age_pauses_on_weekends_and_holidays() -> None:
         max_size=60,
     ),
     streams=st.integers(min_value=0, max_value=5),
+    recorded=st.lists(st.booleans(), min_size=60, max_size=60),
 )
 @hsettings(max_examples=60, deadline=None)
-def test_hot_path_histogram_matches_a_direct_count(latencies: list[float], streams: int) -> None:
+def test_hot_path_histogram_matches_a_direct_count(
+    latencies: list[float], streams: int, recorded: list[bool]
+) -> None:
+    """`grpc_call` and the fast path's pre-bound `unary_ok` recorder count into one series."""
     method = f"/t.S/M{uuid.uuid4().hex}"  # fresh series in the process-wide registry
-    for x in latencies:
-        metrics.grpc_call(method, "OK", x)
+    ok = metrics.unary_ok(method) if any(recorded[: len(latencies)]) else None
+    for x, by_recorder in zip(latencies, recorded, strict=False):
+        if by_recorder and ok is not None:
+            ok(x)
+        else:
+            metrics.grpc_call(method, "OK", x)
     for _ in range(streams):
         metrics.grpc_stream(method, "OK")
     out: dict[str, float] = {}

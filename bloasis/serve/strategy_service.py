@@ -29,11 +29,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 import redis
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from sqlalchemy import Connection
 
 from bloasis.metrics import cache_lookup
@@ -50,6 +51,7 @@ from bloasis.serve.server import (
     _show,
     check_user_id,
     invalid,
+    memo_put,
     parse_date_field,
 )
 from bloasis.serve.snapshot import Snapshot, StoreRefresher
@@ -461,20 +463,6 @@ class Served:
     served_from: str
 
 
-USER_MEMO_SIZE: Final = 4096
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-def _memo_put(memo: dict[K, V], key: K, value: V) -> V:
-    """Store in a per-user memo bounded at USER_MEMO_SIZE (emptied when full: cheap, and a
-    full memo means more users than it is meant for)."""
-    if len(memo) >= USER_MEMO_SIZE:
-        memo.clear()
-    memo[key] = value
-    return value
-
-
 @dataclass(frozen=True)
 class _Expanded:
     """A user's Redis value expanded with the snapshot entry it names (identity-checked)."""
@@ -487,9 +475,9 @@ class _Expanded:
 
 @dataclass(frozen=True)
 class _Answer:
-    """A user's latest GetStrategy answer, serialised without served_from."""
+    """A user's latest GetStrategy answer, serialised, as served from the cache."""
 
-    body: bytes
+    body: bytes  # served_from "snapshot"
     strategies: LatestStrategies  # the snapshot values it was built from (identity-checked)
     regime: RegimeResult | None
     expires: float  # time.monotonic()
@@ -527,6 +515,8 @@ class StrategyServicer:
         self._answers: dict[str, _Answer] = {}
         # Bumped after every UpdatePreferences: a read that overlapped one is not cached.
         self._answers_gen = 0
+        # Request bytes -> the user whose cached answer they ask for ("" for other requests).
+        self._plain_users: dict[bytes, str] = {}
         # Hot-path memos of the user read (Redis is still read on every call, so a changed value
         # is served at once): the parse of a user's Redis value, keyed by its bytes, and the
         # expansion of a parsed value with a given snapshot entry. Bounded: cleared when full.
@@ -620,7 +610,7 @@ class StrategyServicer:
             return None
         if (user_id, raw) in self._parsed:  # this user's key holds the same value as before
             return self._parsed[(user_id, raw)]
-        return _memo_put(self._parsed, (user_id, raw), self._parse_redis_user(raw, key, user_id))
+        return memo_put(self._parsed, (user_id, raw), self._parse_redis_user(raw, key, user_id))
 
     def _parse_redis_user(
         self, raw: bytes, key: str, user_id: str
@@ -744,7 +734,7 @@ class StrategyServicer:
                     regime_pb = _regime_pb(entry.regime)
                     shared = strategy_pb2.Strategy()
                     shared.CopyFrom(pb)
-                    _memo_put(
+                    memo_put(
                         self._expanded, id(cached), _Expanded(cached, entry, shared, regime_pb)
                     )
                     return Served(pb, regime_pb, SERVED_FROM_REDIS)
@@ -788,21 +778,28 @@ class StrategyServicer:
         check_user_id(request.user_id)
         return await self._user_answer(request, context)
 
-    async def _user_answer(self, request: strategy_pb2.GetStrategyRequest, context: Any) -> bytes:
-        """A user's latest strategy (no filter): the in-process answer while valid, else read."""
-        user_id = request.user_id
-        strategies, regime = self.snapshot.value, self.regimes.value
-        now = time.monotonic()
+    def _cached_answer(self, user_id: str) -> bytes | None:
+        """The user's last answer while it is valid (same snapshot values, not expired)."""
         got = self._answers.get(user_id)
         if (
             got is not None
-            and got.strategies is strategies
-            and got.regime is regime
-            and now < got.expires
+            and got.strategies is self.snapshot.value
+            and got.regime is self.regimes.value
+            and time.monotonic() < got.expires
         ):
             cache_lookup("user_strategy", SERVED_FROM_SNAPSHOT, True)
-            return got.body + _FROM_SNAPSHOT
+            return got.body
+        return None
+
+    async def _user_answer(self, request: strategy_pb2.GetStrategyRequest, context: Any) -> bytes:
+        """A user's latest strategy (no filter): the in-process answer while valid, else read."""
+        user_id = request.user_id
+        cached = self._cached_answer(user_id)
+        if cached is not None:
+            return cached
         cache_lookup("user_strategy", SERVED_FROM_SNAPSHOT, False)
+        strategies, regime = self.snapshot.value, self.regimes.value
+        now = time.monotonic()
         gen = self._answers_gen
         s = await self.serve(request, context)
         body = strategy_pb2.StrategyResponse(strategy=s.strategy, regime=s.regime)
@@ -810,9 +807,37 @@ class StrategyServicer:
         # Not cached when the snapshots are not loaded (nothing to tie its validity to), nor
         # when an UpdatePreferences overlapped the read.
         if strategies is not None and gen == self._answers_gen:
-            answer = _Answer(raw, strategies, regime, now + self.user_cache_seconds)
-            _memo_put(self._answers, user_id, answer)
+            answer = _Answer(
+                raw + _FROM_SNAPSHOT, strategies, regime, now + self.user_cache_seconds
+            )
+            memo_put(self._answers, user_id, answer)
         return raw + strategy_pb2.StrategyResponse(served_from=s.served_from).SerializeToString()
+
+    def fast_GetStrategy(self, raw: bytes) -> bytes | None:
+        """The user's cached answer without awaiting or parsing, when the request bytes are
+        known to ask for a user's latest strategy without filters (`server._fast_path`)."""
+        user_id = self._plain_users.get(raw)
+        if user_id is None:
+            user_id = memo_put(self._plain_users, raw, self._plain_user(raw))
+        return self._cached_answer(user_id) if user_id else None
+
+    def _plain_user(self, raw: bytes) -> str:
+        """The user whose latest strategy `raw` asks for, when GetStrategy would answer it from
+        the user's cached answer; "" for any other request (bad bytes included)."""
+        try:
+            request = strategy_pb2.GetStrategyRequest.FromString(raw)
+            check_user_id(request.user_id)
+        except (DecodeError, RequestError):
+            return ""
+        if (
+            self.user_cache_seconds <= 0
+            or not request.user_id
+            or request.risk_profile
+            or request.as_of
+            or request.symbols
+        ):
+            return ""
+        return request.user_id
 
     async def GetStockPicks(
         self, request: strategy_pb2.GetStrategyRequest, context: Any
