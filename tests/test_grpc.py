@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gc
 import json
 import os
@@ -326,6 +327,18 @@ def _terminate(url: str, pid: int) -> None:
         conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
 
 
+@contextlib.asynccontextmanager
+async def _refresher(url: str, **options: Any) -> AsyncIterator[StoreRefresher]:
+    """A started refresher tracking one trivial snapshot; stopped at the end."""
+    r = StoreRefresher(url, **options)
+    r.track(Snapshot[int]("n"), lambda: 1)
+    await r.start()
+    try:
+        yield r
+    finally:
+        await r.stop()
+
+
 async def test_an_idle_listen_connection_does_not_wake_the_loop(
     stack_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -333,10 +346,7 @@ async def test_an_idle_listen_connection_does_not_wake_the_loop(
     `notifies(timeout=)` alone re-armed a reader every 0.1 s, 10 loop wake-ups a second), and
     a connection ended by the server is noticed at once, not at the next liveness check."""
     url = stack_settings.require("database_url")
-    r = StoreRefresher(url, poll_interval=60.0, listen_check_interval=60.0)
-    r.track(Snapshot[int]("n"), lambda: 1)
-    await r.start()
-    try:
+    async with _refresher(url, poll_interval=60.0, listen_check_interval=60.0) as r:
         await _until(lambda: r.listening, "LISTEN", 5)
         await asyncio.sleep(0.2)  # the catch-up round after LISTEN
         loop = asyncio.get_running_loop()
@@ -361,17 +371,12 @@ async def test_an_idle_listen_connection_does_not_wake_the_loop(
         )
         await asyncio.to_thread(_notify, url)
         await _until(lambda: r.notifications == 2, "a notification after reconnecting", 3)
-    finally:
-        await r.stop()
 
 
 async def test_liveness_checks_lose_no_notification(stack_settings: Settings) -> None:
     """A notification read with a liveness check's SELECT 1 is delivered all the same."""
     url = stack_settings.require("database_url")
-    r = StoreRefresher(url, poll_interval=60.0, listen_check_interval=0.02)
-    r.track(Snapshot[int]("n"), lambda: 1)
-    await r.start()
-    try:
+    async with _refresher(url, poll_interval=60.0, listen_check_interval=0.02) as r:
         await _until(lambda: r.listening, "LISTEN", 5)
         pid = r.listen_pid
         for _ in range(20):  # one transaction each: not merged by PostgreSQL
@@ -380,23 +385,16 @@ async def test_liveness_checks_lose_no_notification(stack_settings: Settings) ->
         await _until(lambda: r.notifications == 20, "20 notifications", 5)
         await asyncio.sleep(0.2)
         assert (r.notifications, r.listening, r.listen_pid) == (20, True, pid)
-    finally:
-        await r.stop()
 
 
 async def test_the_poll_is_a_backstop_while_listen_works(stack_settings: Settings) -> None:
     url = stack_settings.require("database_url")
-    works = StoreRefresher(url, poll_interval=0.1, listening_poll_interval=60.0)
-    # Nothing listens on this port: LISTEN never connects.
-    down = StoreRefresher(
-        f"postgresql://bloasis@127.0.0.1:{stack._pick_port(set())}/bloasis",
-        poll_interval=0.1,
-        listening_poll_interval=60.0,
-    )
-    for r in (works, down):
-        r.track(Snapshot[int]("n"), lambda: 1)
-        await r.start()
-    try:
+    # Nothing listens on the second one's port: its LISTEN never connects.
+    nowhere = f"postgresql://bloasis@127.0.0.1:{stack._pick_port(set())}/bloasis"
+    async with (
+        _refresher(url, poll_interval=0.1, listening_poll_interval=60.0) as works,
+        _refresher(nowhere, poll_interval=0.1, listening_poll_interval=60.0) as down,
+    ):
         await _until(lambda: works.listening, "LISTEN", 5)
         await asyncio.sleep(0.3)  # the catch-up round after LISTEN
         a, b = works.rounds, down.rounds
@@ -408,9 +406,6 @@ async def test_the_poll_is_a_backstop_while_listen_works(stack_settings: Setting
         assert pid is not None
         await asyncio.to_thread(_terminate, url, pid)
         await _until(lambda: works.rounds > a, "a round on losing LISTEN", 2)
-    finally:
-        for r in (works, down):
-            await r.stop()
 
 
 async def test_slow_watcher_keeps_newest_changes() -> None:

@@ -764,13 +764,7 @@ class StrategyServicer:
     async def GetStrategy(
         self, request: strategy_pb2.GetStrategyRequest, context: Any
     ) -> strategy_pb2.StrategyResponse | bytes:
-        if (
-            self.user_cache_seconds <= 0
-            or not request.user_id
-            or request.risk_profile
-            or request.as_of
-            or request.symbols
-        ):
+        if not self._from_user_cache(request):
             s = await self.serve(request, context)
             return strategy_pb2.StrategyResponse(
                 strategy=s.strategy, regime=s.regime, served_from=s.served_from
@@ -829,15 +823,16 @@ class StrategyServicer:
             check_user_id(request.user_id)
         except (DecodeError, RequestError):
             return ""
-        if (
-            self.user_cache_seconds <= 0
-            or not request.user_id
-            or request.risk_profile
-            or request.as_of
-            or request.symbols
-        ):
-            return ""
-        return request.user_id
+        return request.user_id if self._from_user_cache(request) else ""
+
+    def _from_user_cache(self, request: strategy_pb2.GetStrategyRequest) -> bool:
+        """Whether GetStrategy answers `request` from the user's cached answer: a user's latest
+        strategy, unfiltered, with the cache on."""
+        return (
+            self.user_cache_seconds > 0
+            and bool(request.user_id)
+            and not (request.risk_profile or request.as_of or request.symbols)
+        )
 
     async def GetStockPicks(
         self, request: strategy_pb2.GetStrategyRequest, context: Any
