@@ -251,6 +251,8 @@ async def test_a_failing_fast_path_falls_back_to_the_full_path(
         assert (resp.regime.as_of, resp.served_from) == ("2024-03-01", "snapshot")
     assert "the fast path failed; serving the full way" in caplog.text
     assert "a bug in the fast path" in caplog.text
+    # Once, not at every call.
+    assert caplog.text.count("the fast path failed") == 1
 
 
 async def test_notify_updates_snapshot_and_watchers(

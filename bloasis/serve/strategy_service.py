@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any, Final
 import grpc
 import redis
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
 from sqlalchemy import Connection
 
 from bloasis.metrics import cache_lookup
@@ -53,6 +52,7 @@ from bloasis.serve.server import (
     invalid,
     memo_put,
     parse_date_field,
+    parse_for_fast_path,
 )
 from bloasis.serve.snapshot import Snapshot, StoreRefresher
 from bloasis.store.regimes import regime_at
@@ -818,12 +818,8 @@ class StrategyServicer:
     def _plain_user(self, raw: bytes) -> str:
         """The user whose latest strategy `raw` asks for, when GetStrategy would answer it from
         the user's cached answer; "" for any other request (bad bytes included)."""
-        try:
-            request = strategy_pb2.GetStrategyRequest.FromString(raw)
-            check_user_id(request.user_id)
-        except (DecodeError, RequestError):
-            return ""
-        return request.user_id if self._from_user_cache(request) else ""
+        request = parse_for_fast_path(strategy_pb2.GetStrategyRequest, raw)
+        return request.user_id if request is not None and self._from_user_cache(request) else ""
 
     def _from_user_cache(self, request: strategy_pb2.GetStrategyRequest) -> bool:
         """Whether GetStrategy answers `request` from the user's cached answer: a user's latest
