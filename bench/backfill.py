@@ -8,13 +8,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 import uuid
 from datetime import date
 from typing import TYPE_CHECKING, Any, Final
 
 from bench.common import bench_stack, emit, entry, say, timed
-from bloasis import backfill
+from bloasis.app import backfill
 from bloasis.marketdata import EmbeddedSource
 from bloasis.pipeline import compute_regime
 from bloasis.regime.model import DEFAULT_PARAMS, RegimeModel
@@ -73,23 +74,20 @@ def run(
     ]
     if no_db:
         return out
-    from bloasis.store import runs
-    from bloasis.store.db import engine_for
-
     with bench_stack(settings) as s:
-        engine = engine_for(s.require("database_url"))
-        with engine.begin() as conn:
-            runs.start_run(
-                conn, run_id=run_id, flow="bench", trigger="backfill", as_of=END,
-                parameters={}, data_source=md.source, data_snapshot_hash="",
-                code_version="bench", model_version=MODEL.version,
-            )  # fmt: skip
+        s = s.model_copy(update={"model_version": MODEL.version})
+
+        def backfill_run() -> backfill.BackfillOutcome:
+            req = backfill.BackfillRequest(start, END, relay=False)
+            got = asyncio.run(backfill.run_backfill(req, run_id=run_id, settings=s))
+            return got["outcome"]
+
         say("full backfill into PostgreSQL...")
         t = time.perf_counter()
-        res = backfill.run(engine, md, start, END, model=MODEL, run_id=run_id)
+        res = backfill_run()
         total = time.perf_counter() - t
         t = time.perf_counter()
-        again = backfill.run(engine, md, start, END, model=MODEL, run_id=run_id)
+        again = backfill_run()
         rerun = time.perf_counter() - t
     # The figure of the issue is always named for 1990-2022; a smaller size says its span.
     out.append(

@@ -35,7 +35,6 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,77 +137,14 @@ def _truncate_results(engine: Any) -> None:
 
 
 def plain_pipeline(universe: str) -> dict[str, float]:
-    """The flow's steps for the latest session (trigger manual, strategies, relay), the same
-    task functions in the same order called as plain functions (`.fn`), without Prefect: no
-    flow or task runs, no artifacts. Returns the step timings."""
-    from bloasis import pipeline, strategy_run
-    from bloasis.config import load_settings, parse_universe
-    from bloasis.regime.model import resolve_model
-    from bloasis.store.db import get_engine
-    from tasks import publish as tp
-    from tasks import regime as tr
-    from tasks import strategy as ts
+    """The daily run for the latest session (trigger manual, strategies, relay) through the same
+    service the flow calls (`bloasis.app.daily.run_daily`), with the plain steps: no flow or
+    task runs, no artifacts. Returns the step timings."""
+    from bloasis.app.daily import DailyRequest, run_daily
 
-    settings = load_settings()
-    parse_universe(universe)
-    model = resolve_model(settings.model_version, universe)
-    engine = get_engine(settings)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    md = tr.load_market_data.fn(None, universe, settings.quarantine)
-    resolved = pipeline.resolve_as_of(md, None)
-    timings["load_s"] = time.perf_counter() - t0
-    run_id = uuid.uuid4()
-    params = {"as_of": resolved.isoformat(), "trigger": "manual", "universe": universe}
-    with pipeline.run_lock(
-        engine, model.version, resolved, timeout_s=settings.run_lock_timeout_seconds
-    ):
-        t = time.perf_counter()
-        pipeline.begin_run(
-            engine,
-            run_id=run_id,
-            flow="daily-pipeline",
-            trigger="manual",
-            as_of=resolved,
-            parameters=params,
-            md=md,
-            model_version=model.version,
-        )
-        pipeline.abandon_stale_runs(
-            engine,
-            run_id=run_id,
-            flow="daily-pipeline",
-            model_version=model.version,
-            as_of=resolved,
-        )
-        timings["begin_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        result = tr.compute_regime.fn(md, resolved, "manual", run_id, model)
-        timings["compute_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        stored = tr.persist_regime.fn(settings, result).stored
-        timings["persist_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        tier = ts.sectors_and_profiles.fn(settings, md, stored, run_id)
-        timings["tiers_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        prefs = ts.load_users.fn(settings, None)
-        at = datetime.now(UTC)
-        chunks = [
-            ts.derive_users.fn(tier.books, chunk, run_id, model.version, at)
-            for chunk in strategy_run.chunks_of(prefs, settings.user_chunk_size)
-        ]
-        users_out = ts.store_users.fn(settings, chunks)
-        timings["users_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        ts.publish_run.fn(settings, model.version, stored.as_of, True, users_out)
-        timings["cache_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        asyncio.run(tp.relay_outbox.fn(settings))
-        timings["relay_s"] = time.perf_counter() - t
-        timings["total_s"] = time.perf_counter() - t0
-        pipeline.end_run(engine, run_id, status="completed", timings=timings, result=params)
-    return timings
+    req = DailyRequest(trigger="manual", universe=universe)
+    summary = asyncio.run(run_daily(req, run_id=uuid.uuid4()))
+    return dict(summary["timings"])
 
 
 def peak_rss_mb() -> float:

@@ -244,7 +244,7 @@ def cmd_users(args: argparse.Namespace) -> int:
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
-    from tasks.publish import run_relay
+    from bloasis.app.steps import run_relay
 
     settings = load_settings()
     if not args.once:
@@ -266,8 +266,8 @@ def _relay_loop(settings: Settings, interval: float, max_events: int | None) -> 
     import threading
 
     from bloasis import metrics
+    from bloasis.app.steps import run_relay
     from bloasis.publish.relay import RelayError
-    from tasks.publish import run_relay
 
     if interval <= 0:
         raise CliError(f"--interval must be positive, got {interval:g}")
@@ -302,7 +302,17 @@ def _relay_loop(settings: Settings, interval: float, max_events: int | None) -> 
 
 # --- data ------------------------------------------------------------------------------------
 def cmd_data(args: argparse.Namespace) -> int:
-    """Write a universe (any BLOASIS_UNIVERSE spec) as a bars store for `parquet:DIR`."""
+    return {
+        "import": _data_import,
+        "ingest": _data_ingest,
+        "status": _data_status,
+        "universe": _data_universe,
+        "seed": _data_seed,
+    }[args.action](args)
+
+
+def _data_import(args: argparse.Namespace) -> int:
+    """Write a universe (any BLOASIS_MARKET_DATA spec) as a bars store for `parquet:DIR`."""
     import time
 
     from bloasis.config import parse_universe
@@ -320,9 +330,60 @@ def cmd_data(args: argparse.Namespace) -> int:
     rows, symbols = md.closes.shape
     print(
         f"wrote {symbols} symbols x {rows} sessions from {md.source} to {out} "
-        f"({time.perf_counter() - t0:.1f}s); use BLOASIS_UNIVERSE=parquet:{out}"
+        f"({time.perf_counter() - t0:.1f}s); use BLOASIS_MARKET_DATA=parquet:{out}"
         + (f"; {len(issues)} bad rows quarantined" if issues else "")
     )
+    return 0
+
+
+def _data_ingest(args: argparse.Namespace) -> int:
+    """Fetch what the live providers published into the point-in-time store."""
+    from bloasis import progress
+    from bloasis.app.ingest import PROVIDERS, IngestRequest, format_outcome, run_ingest
+
+    settings = load_settings()
+    _migrate(settings)
+    req = IngestRequest(
+        since=args.since, providers=(args.provider,) if args.provider else PROVIDERS
+    )
+    with progress.listen(progress.TerminalBar()):
+        out = run_ingest(settings, req)
+    if args.json:
+        print(json.dumps(out.summary(), indent=2))
+    else:
+        print(format_outcome(out))
+        if out.new_sessions and settings.universe not in ("live", "database"):
+            print("note: BLOASIS_MARKET_DATA is not live: the pipeline does not read this store")
+    return 0
+
+
+def _data_status(args: argparse.Namespace) -> int:
+    """Per series: last session, source, first seen, lag."""
+    from bloasis.app.ingest import data_status, format_data_status
+
+    settings = load_settings()
+    report = data_status(settings)
+    print(json.dumps(report, indent=2) if args.json else format_data_status(report, args.all))
+    return 0
+
+
+def _data_universe(args: argparse.Namespace) -> int:
+    from bloasis.marketdata.universe import format_universe, load_universe
+
+    spec = args.universe or load_settings().live_universe
+    print(format_universe(load_universe(spec)))
+    return 0
+
+
+def _data_seed(args: argparse.Namespace) -> int:
+    """The embedded history as the store's first vintage (what the first ingest does)."""
+    from bloasis.store.db import get_engine
+    from bloasis.store.marketdata import load_embedded_vintage
+
+    settings = load_settings()
+    _migrate(settings)
+    out = load_embedded_vintage(get_engine(settings), through=args.through)
+    print(f"embedded vintage{f' through {args.through}' if args.through else ''}: {out}")
     return 0
 
 
@@ -723,17 +784,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rl.set_defaults(func=cmd_relay)
 
-    da = sub.add_parser("data", help="market data: write a bars store (parquet:DIR)")
+    da = sub.add_parser(
+        "data", help="market data: live ingest, its store's status, universes, bars stores"
+    )
     das = da.add_subparsers(dest="action", required=True)
     dai = das.add_parser("import", help="write a universe as a Parquet bars store")
     dai.add_argument(
         "--universe",
         default=None,
         help="what to import: embedded, file:PATH or synthetic:N[:seed[:years]] "
-        "(default BLOASIS_UNIVERSE)",
+        "(default BLOASIS_MARKET_DATA)",
     )
     dai.add_argument("--out", type=Path, required=True, help="store directory (created)")
     dai.add_argument("--quarantine", action="store_true", help="drop bad rows with a warning")
+    dig = das.add_parser("ingest", help="fetch new sessions from the live providers (FRED, Yahoo)")
+    dig.add_argument(
+        "--since", type=_iso_date, default=None, help="fetch from this date (default: incremental)"
+    )
+    dig.add_argument("--provider", choices=("fred", "yahoo"), default=None, help="only this one")
+    dig.add_argument("--json", action="store_true", help="the ingest summary as JSON")
+    dst = das.add_parser("status", help="per series: last session, source, first seen, lag")
+    dst.add_argument("--all", action="store_true", help="every stock, not only a summary")
+    dst.add_argument("--json", action="store_true")
+    dun = das.add_parser("universe", help="the live universe in force (BLOASIS_LIVE_UNIVERSE)")
+    dun.add_argument("--universe", default=None, help="sp500, current20 or file:PATH instead")
+    dse = das.add_parser("seed", help="load the embedded history into the store (first vintage)")
+    dse.add_argument("--through", type=_iso_date, default=None, help="only up to this date")
     da.set_defaults(func=cmd_data)
 
     t = sub.add_parser("topics", help="list (and create) the Kafka topics")
@@ -819,7 +895,9 @@ EXAMPLES: dict[str, str] = {
     "stack": "bloasis stack up\nbloasis stack status\n"
     "bloasis stack stop kafka && bloasis stack start kafka",
     "db": "bloasis db upgrade\nbloasis db current",
-    "data": "bloasis data import --universe synthetic:5000:7:10 --out bars\n"
+    "data": "bloasis data ingest\nbloasis data ingest --since 2022-12-01 --provider yahoo\n"
+    "bloasis data status\nbloasis data universe\nbloasis data seed --through 2022-10-31\n"
+    "bloasis data import --universe synthetic:5000:7:10 --out bars\n"
     "bloasis data import --universe file:bars.csv.gz --out bars --quarantine",
     "run": "bloasis run\nbloasis run --as-of 2008-10-15 --json\nbloasis run --history-days 365\n"
     "bloasis run --users test u00042\nbloasis run --regime-only\n"

@@ -78,11 +78,64 @@ class Settings(BaseSettings):
     )
     history_page_size: int = Field(default=1000, gt=0, le=10000)
     model_version: str = Field(default="regime-v2", min_length=1, max_length=64)
+    # The market data the pipeline reads. BLOASIS_MARKET_DATA is its name; BLOASIS_UNIVERSE, its
+    # older name, is still read (see `_market_data_alias`).
     universe: str = Field(
         default="embedded",
-        description="embedded (real data), file:PATH (CSV/Parquet), parquet:DIR (bars store),"
-        " synthetic:N[:seed[:years]]",
+        description="embedded (real data), live or database (the point-in-time store),"
+        " file:PATH (CSV/Parquet), parquet:DIR (bars store), synthetic:N[:seed[:years]]",
     )
+    market_data: str | None = Field(default=None, description="alias of universe (see above)")
+    # Live market data (bloasis.ingest, bloasis.marketdata.providers; README "Live data").
+    live_universe: str = Field(
+        default="sp500",
+        description="symbols ingested and scored with live data: sp500 (shipped S&P 500 file),"
+        " current20 (the embedded 20 stocks) or file:PATH (CSV symbol,name,sector[,yahoo])",
+    )
+    fred_url: str = Field(default="https://api.stlouisfed.org", description="FRED API base URL")
+    fred_api_key: SecretStr | None = Field(default=None, description="FRED API key (a secret)")
+    yahoo_url: str = Field(
+        default="https://query1.finance.yahoo.com", description="Yahoo Finance chart API base URL"
+    )
+    provider_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    provider_attempts: int = Field(
+        default=4, ge=1, le=10, description="tries per provider request (429/5xx/timeouts)"
+    )
+    provider_max_retry_after_seconds: float = Field(
+        default=120.0, ge=0, le=3600,
+        description="longest 429 Retry-After honoured; a longer one fails the request",
+    )  # fmt: skip
+    fred_requests_per_second: float = Field(default=2.0, gt=0, le=1000)
+    yahoo_requests_per_second: float = Field(default=5.0, gt=0, le=1000)
+    provider_concurrency: int = Field(default=8, ge=1, le=64, description="requests in flight")
+    session_settle_seconds: int = Field(
+        default=1800, ge=0, le=86400,
+        description="a session is ingested and classified only this long after its close",
+    )  # fmt: skip
+    splice_tolerance: float = Field(
+        default=0.02, gt=0, lt=1,
+        description="relative gap allowed where live data joins the stored history",
+    )  # fmt: skip
+    crosscheck_tolerance: float = Field(
+        default=0.01, gt=0, lt=1,
+        description="relative disagreement between two providers that is only a warning below",
+    )  # fmt: skip
+    revision_lookback_sessions: int = Field(
+        default=5, ge=0, le=250, description="stored sessions re-fetched to detect revisions"
+    )
+    live_history_start: date = Field(
+        default=date(2020, 1, 2),
+        description="first session fetched for a symbol or series the store does not have",
+    )
+    market_clock: str = Field(
+        default="wall",
+        description="wall, or file:PATH written by the local provider of a live replay"
+        " (bloasis.clock)",
+    )
+    catch_up_max_sessions: int = Field(
+        default=60, ge=1, le=2520,
+        description="missed sessions computed one by one; older ones get a regime-only pass",
+    )  # fmt: skip
     quarantine: bool = Field(
         default=False,
         description="drop bad rows/symbols with a warning instead of failing the run",
@@ -131,7 +184,25 @@ class Settings(BaseSettings):
         default=30, ge=5, le=86400, description="seconds between replay runs (`bloasis up`)"
     )
 
-    @field_validator("database_url", "redis_url", "grpc_tokens", "grpc_token", mode="before")
+    @model_validator(mode="before")
+    @classmethod
+    def _market_data_alias(cls, data: Any) -> Any:
+        """BLOASIS_MARKET_DATA sets `universe`; both set and different is an error."""
+        if not isinstance(data, dict):
+            return data
+        md, un = data.get("market_data"), data.get("universe")
+        if md in (None, ""):
+            return data
+        if un not in (None, "", md):
+            raise ValueError(
+                f"{ENV_PREFIX}MARKET_DATA={md!r} and {ENV_PREFIX}UNIVERSE={un!r} disagree: "
+                f"{ENV_PREFIX}UNIVERSE is the older name of the same setting, set one of them"
+            )
+        return {**data, "universe": md}
+
+    @field_validator(
+        "database_url", "redis_url", "grpc_tokens", "grpc_token", "fred_api_key", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, v: Any) -> Any:
         # An exported-but-empty variable means "not set" (also for secrets: never SecretStr("")).
@@ -235,6 +306,32 @@ class Settings(BaseSettings):
         parse_universe(v)
         return v
 
+    @field_validator("live_universe")
+    @classmethod
+    def _live_universe(cls, v: str) -> str:
+        if v in ("sp500", "current20"):
+            return v
+        if v.startswith("file:") and v[5:]:
+            if not Path(v[5:]).expanduser().is_file():
+                raise ValueError(f"no such file: {v[5:]}")
+            return v
+        raise ValueError("expected sp500, current20 or file:PATH (CSV symbol,name,sector[,yahoo])")
+
+    @field_validator("market_clock")
+    @classmethod
+    def _market_clock(cls, v: str) -> str:
+        if v == "wall" or (v.startswith("file:") and v[5:]):
+            return v
+        raise ValueError("expected wall or file:PATH (the clock file of a live replay)")
+
+    @field_validator("fred_url", "yahoo_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("expected an http:// or https:// base URL")
+        return v.rstrip("/")
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, v: str) -> str:
@@ -263,7 +360,9 @@ class Settings(BaseSettings):
 # Settings whose values never appear in an error message: URLs lose their password, the rest
 # is replaced entirely.
 SECRET_URL_FIELDS: Final = frozenset({"database_url", "redis_url"})
-SECRET_FIELDS: Final = frozenset({"grpc_tokens", "grpc_token", "kafka_sasl_password"})
+SECRET_FIELDS: Final = frozenset(
+    {"grpc_tokens", "grpc_token", "kafka_sasl_password", "fred_api_key"}
+)
 
 
 def redact_url(url: str) -> str:
@@ -293,11 +392,14 @@ def _shown(field: str, value: Any) -> str:
 
 
 def parse_universe(spec: str) -> tuple[str, int, int, int]:
-    """("embedded", 0, 0, 0), ("file", 0, 0, 0) for `file:PATH`, ("parquet", 0, 0, 0) for
+    """("embedded", 0, 0, 0), ("live", 0, 0, 0) for `live` or `database` (the point-in-time
+    store), ("file", 0, 0, 0) for `file:PATH`, ("parquet", 0, 0, 0) for
     `parquet:DIR` (a bars store written by `bloasis data import`), or ("synthetic", n_symbols,
     seed, years)."""
     if spec == "embedded":
         return ("embedded", 0, 0, 0)
+    if spec in ("live", "database"):
+        return ("live", 0, 0, 0)
     if spec.startswith("file:"):
         if not spec[5:]:
             raise ValueError("file: needs a path, e.g. file:data/bars.csv")
@@ -310,8 +412,8 @@ def parse_universe(spec: str) -> tuple[str, int, int, int]:
     parts = rest.split(":") if rest else []
     if kind != "synthetic" or not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
         raise ValueError(
-            "expected embedded, file:PATH, parquet:DIR or synthetic:N[:seed[:years]],"
-            " e.g. synthetic:500:7"
+            "expected embedded, live, database, file:PATH, parquet:DIR or"
+            " synthetic:N[:seed[:years]], e.g. synthetic:500:7"
         )
     n, seed, years = (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0,
                       int(parts[2]) if len(parts) > 2 else 10)  # fmt: skip
@@ -323,6 +425,8 @@ def parse_universe(spec: str) -> tuple[str, int, int, int]:
 def universe_tag(spec: str) -> str:
     """A short, stable name for a universe, used to namespace its results' model version:
     a file or a store is named by its base name and a hash of its absolute path."""
+    if spec in ("live", "database"):
+        return "live"  # two names for the point-in-time store: one namespace of results
     kind, sep, rest = spec.partition(":")
     if kind not in ("file", "parquet") or not sep:
         return spec

@@ -1,11 +1,11 @@
 """The freshness SLA of the served regime, measured on the exchange calendar.
 
-A regime for session D describes the market at D's close (16:00 America/New_York). Its age is
+A regime for session D describes the market at D's close (`bloasis.calendar.session_close`:
+16:00 America/New_York, 13:00 on early-close days). Its age is
 the time since that close *counting NYSE trading days only*: weekends and holidays pause the
 clock, because no newer session can exist then. With the daily run after each close, the age
 stays under ~26 h on any schedule (Friday's regime on Monday at 17:30 is 25.5 h old), so the
 default SLA of 36 h alerts when one daily run is missed, never on a weekend or a holiday.
-Early closes (13:00) are treated as 16:00: the age reads 3 h low on those few days.
 
 `FreshnessMonitor` turns ages into breaches: one breach per served as-of, so the caller alerts
 once per breach; when a newer regime is served in time the breach ends and a later one alerts
@@ -16,46 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
-from typing import Final
-from zoneinfo import ZoneInfo
 
-from bloasis.pipeline import EXCHANGE_TZ
-
-SESSION_CLOSE: Final = time(16, 0)
-_TZ: Final = ZoneInfo(EXCHANGE_TZ)
-
-
-def session_close(d: date) -> datetime:
-    """The (regular) close of session `d`, in UTC."""
-    return datetime.combine(d, SESSION_CLOSE, _TZ).astimezone(UTC)
+from bloasis import calendar
+from bloasis.calendar import session_close
 
 
 def _midnight(d: date) -> datetime:
-    return datetime.combine(d, time(0), _TZ).astimezone(UTC)
-
-
-@lru_cache(maxsize=64)
-def _closed_days(after: date, before: date) -> tuple[date, ...]:
-    """Calendar days strictly between `after` and `before` that are not NYSE sessions."""
-    from bloasis.marketdata.validate import nyse_sessions
-
-    first, last = after + timedelta(days=1), before - timedelta(days=1)
-    if last < first:
-        return ()
-    sessions = {ts.date() for ts in nyse_sessions(first, last)}
-    return tuple(
-        d
-        for d in (first + timedelta(days=i) for i in range((last - first).days + 1))
-        if d not in sessions
-    )
-
-
-@lru_cache(maxsize=64)
-def _is_session(d: date) -> bool:
-    from bloasis.pipeline import is_trading_day
-
-    return is_trading_day(d)
+    # In UTC: subtracting two datetimes of one tzinfo ignores the DST change between them.
+    return datetime.combine(d, time(0), calendar.TZ).astimezone(UTC)
 
 
 def trading_age_seconds(as_of: date, now: datetime) -> float:
@@ -64,13 +32,13 @@ def trading_age_seconds(as_of: date, now: datetime) -> float:
     close = session_close(as_of)
     if now <= close:
         return 0.0
-    today = now.astimezone(_TZ).date()
+    today = calendar.exchange_today(now)
     age = (now - close).total_seconds()
     if today <= as_of:
         return age
-    for d in _closed_days(as_of, today):
+    for d in calendar.closed_days_between(as_of, today):
         age -= (_midnight(d + timedelta(days=1)) - _midnight(d)).total_seconds()
-    if not _is_session(today):
+    if not calendar.is_session(today):
         age -= (now - _midnight(today)).total_seconds()
     return max(age, 0.0)
 

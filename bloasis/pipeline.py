@@ -15,21 +15,21 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 import pandas as pd
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
-from bloasis import __version__
+from bloasis import __version__, calendar
 from bloasis.publish.events import regime_events
 from bloasis.regime.model import RegimeModel, classify_as_of, classify_frame, results_from_frame
 from bloasis.regime.types import RegimeResult
 from bloasis.store import outbox, regimes, runs
 
 if TYPE_CHECKING:
+    from bloasis.config import Settings
     from bloasis.marketdata import DataIssue, MarketData
 
 log = logging.getLogger(__name__)
@@ -46,17 +46,47 @@ def load_market_data(
 
 
 def load_market_data_with_issues(
-    end: date | None = None, universe: str = "embedded", *, quarantine: bool = False
+    end: date | None = None,
+    universe: str = "embedded",
+    *,
+    quarantine: bool = False,
+    settings: Settings | None = None,
+    now: datetime | None = None,
 ) -> tuple[MarketData, list[DataIssue]]:
-    """The embedded real dataset, a file (`file:PATH`, validated on load: bad rows fail the
-    load, or are dropped and returned as issues when `quarantine`), a bars store
-    (`parquet:DIR`, validated the same way) or a seeded synthetic universe
-    (`synthetic:N[:seed[:years]]`)."""
-    from bloasis.config import parse_universe
+    """The embedded real dataset, the point-in-time store (`live`/`database`: only sessions
+    complete at `now` — closed at least BLOASIS_SESSION_SETTLE_SECONDS ago — and only the
+    symbols of BLOASIS_LIVE_UNIVERSE), a file (`file:PATH`, validated on load: bad rows fail the
+    load, or are dropped and returned as issues when `quarantine`), a bars store (`parquet:DIR`,
+    validated the same way) or a seeded synthetic universe (`synthetic:N[:seed[:years]]`).
+    With `settings`, quarantine is theirs."""
+    from bloasis.config import load_settings, parse_universe
     from bloasis.marketdata import FileSource, SyntheticSource, default_source
     from bloasis.marketdata.parquet import ParquetSource
 
     kind, n, seed, years = parse_universe(universe)
+    if settings is not None:
+        quarantine = settings.quarantine
+    if kind == "live":
+        from bloasis.clock import market_now
+        from bloasis.marketdata.database import DatabaseSource
+        from bloasis.marketdata.universe import load_universe
+        from bloasis.store.db import get_engine
+
+        settings = settings or load_settings()
+        # The session-complete guard: a session still trading (or within its settle delay)
+        # is never read, so a partial bar cannot freeze into a stored result.
+        complete = calendar.latest_complete_session(
+            now or market_now(settings), timedelta(seconds=settings.session_settle_seconds)
+        )
+        db = DatabaseSource(
+            get_engine(settings),
+            symbols=load_universe(settings.live_universe).symbols,
+            quarantine=quarantine,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            md = db.load(end=complete if end is None else min(end, complete))
+        return md, list(db.issues)
     if kind in ("file", "parquet"):
         cls = FileSource if kind == "file" else ParquetSource
         source = cls(universe.partition(":")[2], quarantine=quarantine)
@@ -68,20 +98,6 @@ def load_market_data_with_issues(
     if kind == "embedded":
         return default_source().load(end=end), []
     return SyntheticSource(n, years, seed).load(end=end), []
-
-
-EXCHANGE_TZ = "America/New_York"
-
-
-def exchange_today() -> date:
-    """Today on the exchange's clock (schedules are in exchange time)."""
-    return datetime.now(ZoneInfo(EXCHANGE_TZ)).date()
-
-
-def is_trading_day(d: date) -> bool:
-    from bloasis.marketdata.validate import nyse_sessions
-
-    return len(nyse_sessions(d, d)) == 1
 
 
 def resolve_as_of(md: MarketData, as_of: date | None) -> date:
@@ -208,32 +224,46 @@ def run_lock(
 ) -> Iterator[float]:
     """Hold the run lock of (model version, as-of) for the body; yields the seconds waited.
 
-    A session-level advisory lock on a dedicated autocommit connection (no transaction stays
-    open for the run): a second run of the same as-of queues here (visible in `pg_locks`), then
-    finds every step stored and writes nothing. The server drops the lock when the holder dies
-    (SIGKILL, lost connection), so a killed run never blocks the next one. Waiting longer than
-    `timeout_s` raises PipelineError. Correctness does not rest on it (every step is idempotent
-    on its natural keys and event ids); it makes the second run a cheap no-op and tells stale
-    `running` rows apart from live ones (`abandon_stale_runs`).
-    """
-    c, k = run_lock_key(model_version, as_of)
-    key = {"c": c, "k": k}
+    A second run of the same as-of queues here (visible in `pg_locks`), then finds every step
+    stored and writes nothing. Correctness does not rest on it (every step is idempotent on its
+    natural keys and event ids); it makes the second run a cheap no-op and tells stale
+    `running` rows apart from live ones (`abandon_stale_runs`). See `advisory_lock`."""
+    with advisory_lock(
+        engine,
+        run_lock_key(model_version, as_of),
+        what=f"run of {model_version} for {as_of}",
+        timeout_s=timeout_s,
+    ) as waited:
+        yield waited
+
+
+@contextmanager
+def advisory_lock(
+    engine: Engine, key: tuple[int, int], *, what: str, timeout_s: float
+) -> Iterator[float]:
+    """Hold a session-level PostgreSQL advisory lock (two-int4 key) for the body, on a
+    dedicated autocommit connection (no transaction stays open for the body); yields the
+    seconds waited. The server drops the lock when the holder dies (SIGKILL, lost
+    connection), so a killed holder never blocks the next one. Waiting longer than
+    `timeout_s` raises PipelineError naming `what`."""
+    c, k = key
+    params = {"c": c, "k": k}
     conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     t0 = time.monotonic()
     try:
-        if not conn.execute(text("SELECT pg_try_advisory_lock(:c, :k)"), key).scalar_one():
-            log.info("another run of %s for %s is in progress: waiting", model_version, as_of)
+        if not conn.execute(text("SELECT pg_try_advisory_lock(:c, :k)"), params).scalar_one():
+            log.info("another %s is in progress: waiting", what)
             conn.execute(
                 text("SELECT set_config('lock_timeout', :t, false)"),
                 {"t": f"{max(1, int(timeout_s * 1000))}ms"},
             )
             try:
-                conn.execute(text("SELECT pg_advisory_lock(:c, :k)"), key)
+                conn.execute(text("SELECT pg_advisory_lock(:c, :k)"), params)
             except OperationalError as exc:
                 if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
                     raise
                 raise PipelineError(
-                    f"another run of {model_version} for {as_of} still holds the run lock after"
+                    f"another {what} still holds its lock after"
                     f" {time.monotonic() - t0:.0f}s; try again later"
                 ) from None
             finally:
@@ -247,7 +277,7 @@ def run_lock(
         yield time.monotonic() - t0
     finally:
         try:
-            conn.execute(text("SELECT pg_advisory_unlock(:c, :k)"), key)
+            conn.execute(text("SELECT pg_advisory_unlock(:c, :k)"), params)
         except Exception:
             # The connection is gone (PostgreSQL restarted): the server released the lock with
             # the session. Never hand this connection back to the pool.
@@ -291,8 +321,17 @@ def _lock_key(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
-def persist_regime(engine: Engine, result: RegimeResult) -> PersistOutcome:
-    """Store the result and its events atomically; a rerun for a stored as-of changes nothing."""
+def session_before(conn: Connection, model_version: str, as_of: date) -> RegimeResult | None:
+    """The stored regime of the session just before `as_of`, which a change is judged
+    against (None when that session has no stored regime: no change can be judged)."""
+    return regimes.regime_at(conn, model_version, calendar.previous_session(as_of))
+
+
+def persist_regime(
+    engine: Engine, result: RegimeResult, *, historical: bool = False
+) -> PersistOutcome:
+    """Store the result and its events atomically; a rerun for a stored as-of changes nothing.
+    `historical`: a session older than the newest in the data (see `regime_events`)."""
     with engine.begin() as conn:
         # Serialise writers of one model version so "previous regime" is judged consistently.
         conn.execute(
@@ -300,10 +339,10 @@ def persist_regime(engine: Engine, result: RegimeResult) -> PersistOutcome:
             {"k": _lock_key(f"regimes:{result.model_version}")},
         )
         inserted = bool(regimes.insert_regimes(conn, [result]))
-        previous = regimes.previous_regime(conn, result.model_version, result.as_of)
+        previous = session_before(conn, result.model_version, result.as_of)
         n_events = 0
         if inserted:
-            n_events = outbox.enqueue(conn, regime_events(previous, result))
+            n_events = outbox.enqueue(conn, regime_events(previous, result, historical=historical))
             outbox.notify_results(conn, f"regime:{result.as_of.isoformat()}")
         stored = regimes.regime_at(conn, result.model_version, result.as_of)
     assert stored is not None
@@ -342,9 +381,9 @@ class BulkOutcome:
 def persist_regime_range(engine: Engine, results: list[RegimeResult]) -> BulkOutcome:
     """Store a date-ordered run of results and the events of the new ones, in one transaction.
 
-    A change is judged against the result stored for the session before (or, for the first, the
-    latest persisted before the range), so a backfill emits the changes in date order exactly as
-    day-by-day runs would have.
+    A change is judged against the result stored for the session before, so a backfill emits
+    the changes in date order exactly as day-by-day runs would have. The results are history
+    (a backfill, a warm-up before a run's as-of): their events are historical, no alerts.
     """
     if not results:
         return BulkOutcome(0, 0, 0)
@@ -353,7 +392,7 @@ def persist_regime_range(engine: Engine, results: list[RegimeResult]) -> BulkOut
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(f"regimes:{mv}")})
         new = set(regimes.insert_regimes(conn, results))
-        previous = regimes.previous_regime(conn, mv, results[0].as_of)
+        previous = session_before(conn, mv, results[0].as_of)
         events = []
         if new:
             stored = {
@@ -365,7 +404,7 @@ def persist_regime_range(engine: Engine, results: list[RegimeResult]) -> BulkOut
             for r in results:
                 cur = stored.get(r.as_of, r)
                 if r.as_of in new:
-                    events.extend(regime_events(previous, cur))
+                    events.extend(regime_events(previous, cur, historical=True))
                 previous = cur
         n_events = outbox.enqueue(conn, events)
         if new:

@@ -121,8 +121,10 @@ def compute_and_store_tiers(
     top_n: int,
     min_history: int = 21,
     quarantine: bool = False,
+    historical: bool = False,
 ) -> TierOutcome:
-    """Sector analysis and the three profile strategies for the regime's as-of date."""
+    """Sector analysis and the three profile strategies for the regime's as-of date
+    (`historical`: an older session than the newest in the data; its events say so)."""
     as_of, mv = regime.as_of, regime.model_version
     view, quarantined = screen_universe(
         md.as_of(as_of), as_of, min_history=min_history, quarantine=quarantine
@@ -152,7 +154,11 @@ def compute_and_store_tiers(
                 computed_at=now,
             ):
                 n_strat += 1
-                events.append(strategy_event(s, run_id=run_id, model_version=mv, computed_at=now))
+                events.append(
+                    strategy_event(
+                        s, run_id=run_id, model_version=mv, computed_at=now, historical=historical
+                    )
+                )
         n_events = outbox.enqueue(conn, events)
         if sectors_new or n_strat:
             outbox.notify_results(conn, f"strategy:{as_of.isoformat()}")
@@ -217,7 +223,9 @@ class UsersOutcome:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def store_user_chunks(engine: Engine, chunks: Sequence[UserChunk]) -> UsersOutcome:
+def store_user_chunks(
+    engine: Engine, chunks: Sequence[UserChunk], *, historical: bool = False
+) -> UsersOutcome:
     """All users' strategies in one transaction: new ones inserted, those computed from older
     preferences replaced; events only for what was written (a rerun writes nothing). The Redis
     values carry the provenance of the stored row (this run's, or the run that wrote it)."""
@@ -244,6 +252,7 @@ def store_user_chunks(engine: Engine, chunks: Sequence[UserChunk]) -> UsersOutco
                     profile_strategy_id=r.profile_strategy_id,
                     preferences_version=r.preferences_version,
                     signals_json=signals_json(s),
+                    historical=historical,
                 )
                 for s, r in pairs
                 if r.user_id in written

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from bloasis.app.steps import relay_now
 from bloasis.config import load_settings
-from tasks.publish import relay_now
 
 
 @flow(name="outbox-relay", retries=2, retry_delay_seconds=10)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
-from bloasis import backfill
+from bloasis.app import backfill
 from bloasis.config import Settings
 from bloasis.marketdata import MarketData
 from bloasis.marketdata.sources import EmbeddedSource
@@ -24,7 +24,6 @@ from bloasis.publish.events import ALERT_TOPIC, REGIME_TOPIC
 from bloasis.publish.relay import relay_pending
 from bloasis.regime.model import DEFAULT_PARAMS, RegimeModel
 from bloasis.regime.validation import BEAR_MARKETS
-from bloasis.store import runs
 from bloasis.store.models import OutboxRow, RegimeRow
 from tests.kafka_util import consume_all
 
@@ -154,21 +153,18 @@ def _count(engine: Engine, model: type) -> int:
 def test_backfill_persists_idempotently_and_publishes_in_order(
     md: MarketData, clean_db: Engine, stack_settings: Settings
 ) -> None:
-    with clean_db.begin() as conn:
-        runs.start_run(
-            conn, run_id=RUN, flow="test", trigger="backfill", as_of=None, parameters={},
-            data_source="embedded", data_snapshot_hash="", code_version="t",
-            model_version=MODEL.version,
-        )  # fmt: skip
-    out = backfill.run(
-        clean_db, md, date(2019, 10, 1), date(2020, 6, 30), model=MODEL, run_id=RUN, chunk_size=50
-    )
+    settings = stack_settings.model_copy(update={"model_version": MODEL.version})
+
+    def run(start: date, end: date, chunk_size: int) -> backfill.BackfillOutcome:
+        req = backfill.BackfillRequest(start, end, chunk_size=chunk_size, relay=False)
+        out = asyncio.run(backfill.run_backfill(req, run_id=RUN, settings=settings))
+        return out["outcome"]
+
+    out = run(date(2019, 10, 1), date(2020, 6, 30), 50)
     assert out.inserted == out.plan.sessions == _count(clean_db, RegimeRow)
     n_events = _count(clean_db, OutboxRow)
     assert out.events == n_events > 0
-    again = backfill.run(
-        clean_db, md, date(2019, 10, 1), date(2020, 6, 30), model=MODEL, run_id=RUN
-    )
+    again = run(date(2019, 10, 1), date(2020, 6, 30), 1000)
     assert (again.inserted, again.existing, again.events) == (0, out.plan.sessions, 0)
     assert _count(clean_db, OutboxRow) == n_events
 
@@ -187,12 +183,14 @@ def test_backfill_persists_idempotently_and_publishes_in_order(
         assert cur["previous_regime"] == prev["new_regime"]
     labels = [r.regime for r in out.results]
     assert len(changes) == 1 + sum(a != b for a, b in itertools.pairwise(labels))
+    # Backfilled results are history: every change says so, and no live alert is raised for
+    # them (2020's crisis and the 2020-03-16 circuit breaker included).
+    assert changes and all(c["historical"] is True for c in changes)
+    assert changes[0]["previous_regime"] == ""  # no stored regime for the session before
+    assert "crisis" in {c["new_regime"] for c in changes}
     alerts = [
-        json.loads(e.value)
+        e
         for e in asyncio.run(consume_all(bootstrap, ALERT_TOPIC))
         if e.headers["event_id"].split(":")[1] == "test-backfill"
     ]
-    crisis = [a for a in alerts if a["alert_type"] == "crisis_entered"]
-    assert crisis and all(a["severity"] == "critical" for a in crisis)
-    assert crisis[0]["as_of"].startswith("2020-03")
-    assert any(a["alert_type"] == "circuit_breaker" and a["as_of"] == "2020-03-16" for a in alerts)
+    assert alerts == []

@@ -17,7 +17,8 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as clock
 from pathlib import Path
 
 import grpc
@@ -28,9 +29,10 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY, generate_latest
 from sqlalchemy import Engine, text
 
-from bloasis import metrics, stack
+from bloasis import calendar, metrics, stack
+from bloasis.calendar import session_close
 from bloasis.config import Settings
-from bloasis.freshness import session_close, trading_age_seconds
+from bloasis.freshness import trading_age_seconds
 from bloasis.logs import PREFECT_JSON_LOGGING, configure_logging
 from bloasis.metrics import iter_samples, start_metrics_endpoint
 from bloasis.pb import market_regime_pb2 as mr_pb
@@ -417,7 +419,7 @@ async def test_freshness_check_off_in_replay_and_when_zero(
 
 def test_trading_age_pauses_on_weekends_and_holidays() -> None:
     def hours(as_of: date, at: date, hour: float) -> float:
-        now = session_close(at) + timedelta(hours=hour - 16)
+        now = datetime.combine(at, clock(0), calendar.TZ) + timedelta(hours=hour)
         return trading_age_seconds(as_of, now) / 3600
 
     # Friday's regime on Monday after the close is one trading day (plus 1.5 h) old.
@@ -429,6 +431,9 @@ def test_trading_age_pauses_on_weekends_and_holidays() -> None:
     # The DST change (2026-11-01) does not skew it.
     assert hours(date(2026, 10, 30), date(2026, 11, 2), 16) == 24
     assert trading_age_seconds(date(2026, 11, 20), session_close(date(2026, 11, 20))) == 0
+    # The day after Thanksgiving closes at 13:00 (an early close, from the exchange calendar):
+    # at 17:30 that session's regime is 4.5 h old, not 1.5 h.
+    assert hours(date(2026, 11, 27), date(2026, 11, 27), 17.5) == 4.5
 
 
 # --- the hot-path collector (pure logic) ---------------------------------------------------------

@@ -143,15 +143,17 @@ def test_range_persist_emits_changes_in_order_once(clean_db: Engine) -> None:
             json.loads(p).get("previous_regime"),
             json.loads(p).get("new_regime"),
             json.loads(p).get("alert_type"),
+            json.loads(p).get("historical"),
         )
         for (p,) in rows
     ]
+    # A range is history (a backfill, a warm-up): its changes say so, and entering crisis
+    # raises no alert (the live days 0-2 raised theirs as they came).
     assert kinds == [
-        ("", "bull", None),
-        ("bull", "bear", None),
-        ("bear", "crisis", None),
-        (None, None, "crisis_entered"),
-        ("crisis", "recovery", None),
+        ("", "bull", None, False),
+        ("bull", "bear", None, False),
+        ("bear", "crisis", None, True),
+        ("crisis", "recovery", None, True),
     ]
     assert persist_regime_range(clean_db, days) == type(out)(0, 6, 0)
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from bloasis.config import SettingsError, load_settings
-from bloasis.marketdata.validate import nyse_sessions
+from bloasis.marketdata import nyse_sessions
 from bloasis.pipeline import PipelineError, next_replay_session
 from bloasis.store.models import PipelineRun
 

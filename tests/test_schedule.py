@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 from sqlalchemy import Engine, func, select
 
-from bloasis.pipeline import is_trading_day
+from bloasis.calendar import is_session
 from bloasis.store.models import PipelineRun
 
 
@@ -23,7 +23,7 @@ from bloasis.store.models import PipelineRun
     ],
 )
 def test_nyse_trading_days(d: date, expected: bool) -> None:
-    assert is_trading_day(d) is expected
+    assert is_session(d) is expected
 
 
 @pytest.mark.prefect
@@ -32,9 +32,9 @@ def test_scheduled_run_on_a_holiday_exits_early(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import flows.pipeline as fp
-    from bloasis import pipeline
+    from bloasis import calendar
 
-    monkeypatch.setattr(pipeline, "exchange_today", lambda: date(2026, 11, 26))
+    monkeypatch.setattr(calendar, "exchange_today", lambda now=None: date(2026, 11, 26))
     out = asyncio.run(fp.daily_pipeline(trigger="baseline"))
     assert out == {"skipped": "2026-11-26 is not a NYSE trading day"}
     with flow_db.connect() as conn:

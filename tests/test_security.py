@@ -782,7 +782,7 @@ async def test_kafka_options_reach_aiokafka(
     _assert_no_secret(str(err.value))
 
     # What the relay task passes for these settings.
-    import tasks.publish
+    from bloasis.app import steps
 
     got: dict[str, Any] = {}
 
@@ -790,8 +790,8 @@ async def test_kafka_options_reach_aiokafka(
         got.update(kwargs)
         return relay.RelayStats(0, 0, 0, 0.0)
 
-    monkeypatch.setattr(tasks.publish, "relay_pending", fake_relay)
-    monkeypatch.setattr(tasks.publish, "get_engine", lambda s: engine)
-    await asyncio.to_thread(tasks.publish.run_relay, sasl_settings)
+    monkeypatch.setattr(steps, "relay_pending", fake_relay)
+    monkeypatch.setattr(steps, "get_engine", lambda s: engine)
+    await asyncio.to_thread(steps.run_relay, sasl_settings)
     assert got["options"]["sasl_plain_password"] == SECRET
     assert got["options"]["security_protocol"] == "SASL_SSL"

@@ -9,6 +9,7 @@ Typical use::
     lineage = md.snapshot_hash()
 """
 
+from bloasis.calendar import sessions as nyse_sessions
 from bloasis.marketdata.sources import (
     DataQualityWarning,
     EmbeddedSource,
@@ -28,7 +29,7 @@ from bloasis.marketdata.types import (
     MarketData,
     MarketDataSource,
 )
-from bloasis.marketdata.validate import nyse_sessions, validate, validate_bars
+from bloasis.marketdata.validate import validate, validate_bars
 
 __all__ = [
     "GICS_SECTORS",

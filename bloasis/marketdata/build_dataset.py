@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bloasis import calendar
 from bloasis.marketdata.sources import (
     DATA_DIR,
     EMBEDDED_FORMAT_VERSION,
@@ -41,7 +42,7 @@ from bloasis.marketdata.sources import (
     realised_vol,
 )
 from bloasis.marketdata.types import MarketData
-from bloasis.marketdata.validate import nyse_sessions, validate
+from bloasis.marketdata.validate import validate
 
 ZIPLINE_VERSION = "3.2.1"
 TREASURY_MEMBER = "zipline/resources/market_data/treasury_curves.csv"
@@ -182,7 +183,7 @@ def load_inputs(wheel: Path) -> Inputs:
 def check_and_encode(inp: Inputs) -> tuple[dict[str, np.ndarray], Facts]:
     """Cross-check the sources, handle their known quirks explicitly, and encode."""
     idx = pd.DatetimeIndex(inp.index.index)
-    sessions = nyse_sessions(idx[0], idx[-1])
+    sessions = calendar.sessions(idx[0], idx[-1])
     if not pd.DatetimeIndex(idx).equals(sessions.rename(idx.name)):
         missing = sessions.difference(idx)
         extra = idx.difference(sessions)
@@ -240,7 +241,7 @@ def check_and_encode(inp: Inputs) -> tuple[dict[str, np.ndarray], Facts]:
     # from the NYSE's) and forward-filled onto sessions at load time.
     t = inp.treasury[["10year", "2year"]].dropna()
     t_idx = pd.DatetimeIndex(t.index)
-    t_sessions = nyse_sessions(t_idx[0], t_idx[-1])
+    t_sessions = calendar.sessions(t_idx[0], t_idx[-1])
 
     credit = inp.credit[["AAA", "BAA"]].dropna()
     if not (pd.DatetimeIndex(credit.index).day == 1).all():

@@ -20,9 +20,9 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
+from bloasis import calendar
 from bloasis.marketdata.sources import DayLike, PitParams, align_monthly, realised_vol
 from bloasis.marketdata.types import GICS_SECTORS, MarketData
-from bloasis.marketdata.validate import nyse_sessions
 
 REGIMES: tuple[str, ...] = ("bull", "bear", "crisis", "sideways", "recovery")
 BULL, BEAR, CRISIS, SIDEWAYS, RECOVERY = range(5)
@@ -118,7 +118,7 @@ def generate(
         stop = start.replace(year=start.year + years)
     except ValueError:  # 29 February
         stop = start.replace(year=start.year + years, day=28)
-    sessions = nyse_sessions(start, stop - timedelta(days=1))
+    sessions = calendar.sessions(start, stop - timedelta(days=1))
     t_n, n = len(sessions), n_symbols
 
     states = _regime_path(rng, t_n)

@@ -22,20 +22,18 @@ validation reports the resulting holes again: nothing flows on silently.
 
 from __future__ import annotations
 
-import functools
-import warnings
 from collections.abc import Sequence
 from datetime import date
 
 import numpy as np
 import pandas as pd
 
+from bloasis import calendar
 from bloasis.marketdata.types import (
     GICS_SECTORS,
     DataIssue,
     DataValidationError,
     MarketData,
-    to_timestamp,
 )
 
 INDEX_SYMBOL = "^SPX"
@@ -50,38 +48,6 @@ MAX_LISTED_ISSUES = 10
 # Relative tolerance for OHLC comparisons: values written as text and read back may differ in
 # the last bit; a real inconsistency is many orders of magnitude larger.
 _REL_TOL = 1e-9
-
-
-@functools.lru_cache(maxsize=8)
-def _calendar_sessions(first_year: int, last_year: int) -> pd.DatetimeIndex:
-    # Imported lazily: exchange_calendars costs ~0.4 s to import, and loading the embedded data
-    # must not pay for it.
-    import exchange_calendars as xcals
-
-    with warnings.catch_warnings():
-        # exchange_calendars trips a pandas 3.1 deprecation (Series.values on tz-aware data)
-        # while building the calendar; it is theirs to fix, not a data problem.
-        warnings.filterwarnings("ignore", message=".*Series.values.*", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=".*Series.values.*", category=DeprecationWarning)
-        cal = xcals.get_calendar("XNYS", start=f"{first_year}-01-01", end=f"{last_year}-12-31")
-        sessions = pd.DatetimeIndex(cal.sessions)
-    if sessions.tz is not None:
-        sessions = sessions.tz_localize(None)
-    # Plain index (no business-day `freq`), like every other index in MarketData.
-    sessions = pd.DatetimeIndex(sessions.values, name="date")
-    return sessions.as_unit("ns")
-
-
-def nyse_sessions(
-    first: date | pd.Timestamp | str, last: date | pd.Timestamp | str
-) -> pd.DatetimeIndex:
-    """NYSE (XNYS) sessions in [first, last], tz-naive, normalized."""
-    lo, hi = to_timestamp(first), to_timestamp(last)
-    if hi < lo:
-        return pd.DatetimeIndex([], dtype="datetime64[ns]", name="date")
-    # Calendars are cached per decade so repeated calls do not rebuild them.
-    sessions = _calendar_sessions(lo.year - lo.year % 10, hi.year - hi.year % 10 + 9)
-    return sessions[sessions.slice_indexer(lo, hi)].rename("date")
 
 
 def format_issues(context: str, issues: Sequence[DataIssue], limit: int = MAX_LISTED_ISSUES) -> str:
@@ -367,7 +333,7 @@ def validate(md: MarketData, *, quarantine: bool = False) -> tuple[MarketData, l
             issues += _row_issues(
                 unsorted, dates, INDEX_SYMBOL, "unsorted_dates", "date earlier than a previous row"
             )
-    sessions = nyse_sessions(idx.min(), idx.max()) if n else pd.DatetimeIndex([])
+    sessions = calendar.sessions(idx.min(), idx.max()) if n else pd.DatetimeIndex([])
     not_session = ~np.asarray(idx.isin(sessions))
     if not_session.any():
         issues += _row_issues(
@@ -516,7 +482,7 @@ def validate_bars(
 
     if n:
         check = ~is_macro
-        sessions = nyse_sessions(dts.min(), dts.max())
+        sessions = calendar.sessions(dts.min(), dts.max())
         m = check & ~np.asarray(dts.isin(sessions))
         emit(m, "not_a_session", "not an NYSE session")
         drop |= m

@@ -12,20 +12,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegimeChangeEvent(_message.Message):
-    __slots__ = ("event_id", "event_type", "occurred_at", "previous_regime", "new_regime", "regime")
+    __slots__ = ("event_id", "event_type", "occurred_at", "previous_regime", "new_regime", "regime", "historical")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_REGIME_FIELD_NUMBER: _ClassVar[int]
     NEW_REGIME_FIELD_NUMBER: _ClassVar[int]
     REGIME_FIELD_NUMBER: _ClassVar[int]
+    HISTORICAL_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     event_type: str
     occurred_at: _timestamp_pb2.Timestamp
     previous_regime: str
     new_regime: str
     regime: _common_pb2.MarketRegime
-    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., previous_regime: _Optional[str] = ..., new_regime: _Optional[str] = ..., regime: _Optional[_Union[_common_pb2.MarketRegime, _Mapping]] = ...) -> None: ...
+    historical: bool
+    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., previous_regime: _Optional[str] = ..., new_regime: _Optional[str] = ..., regime: _Optional[_Union[_common_pb2.MarketRegime, _Mapping]] = ..., historical: _Optional[bool] = ...) -> None: ...
 
 class MarketAlertEvent(_message.Message):
     __slots__ = ("event_id", "event_type", "occurred_at", "severity", "alert_type", "message", "as_of", "regime", "age_seconds", "sla_seconds", "model_version")
@@ -54,7 +56,7 @@ class MarketAlertEvent(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., severity: _Optional[str] = ..., alert_type: _Optional[str] = ..., message: _Optional[str] = ..., as_of: _Optional[str] = ..., regime: _Optional[_Union[_common_pb2.MarketRegime, _Mapping]] = ..., age_seconds: _Optional[float] = ..., sla_seconds: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class StrategySignalEvent(_message.Message):
-    __slots__ = ("event_id", "event_type", "occurred_at", "strategy_id", "as_of", "risk_profile", "user_id", "regime", "risk_level", "signals", "cash_weight", "profile_strategy_id")
+    __slots__ = ("event_id", "event_type", "occurred_at", "strategy_id", "as_of", "risk_profile", "user_id", "regime", "risk_level", "signals", "cash_weight", "profile_strategy_id", "historical")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +69,7 @@ class StrategySignalEvent(_message.Message):
     SIGNALS_FIELD_NUMBER: _ClassVar[int]
     CASH_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     PROFILE_STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
+    HISTORICAL_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     event_type: str
     occurred_at: _timestamp_pb2.Timestamp
@@ -79,4 +82,5 @@ class StrategySignalEvent(_message.Message):
     signals: _containers.RepeatedCompositeFieldContainer[_strategy_pb2.Signal]
     cash_weight: str
     profile_strategy_id: str
-    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., strategy_id: _Optional[str] = ..., as_of: _Optional[str] = ..., risk_profile: _Optional[str] = ..., user_id: _Optional[str] = ..., regime: _Optional[str] = ..., risk_level: _Optional[str] = ..., signals: _Optional[_Iterable[_Union[_strategy_pb2.Signal, _Mapping]]] = ..., cash_weight: _Optional[str] = ..., profile_strategy_id: _Optional[str] = ...) -> None: ...
+    historical: bool
+    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., strategy_id: _Optional[str] = ..., as_of: _Optional[str] = ..., risk_profile: _Optional[str] = ..., user_id: _Optional[str] = ..., regime: _Optional[str] = ..., risk_level: _Optional[str] = ..., signals: _Optional[_Iterable[_Union[_strategy_pb2.Signal, _Mapping]]] = ..., cash_weight: _Optional[str] = ..., profile_strategy_id: _Optional[str] = ..., historical: _Optional[bool] = ...) -> None: ...

@@ -37,10 +37,16 @@ def regime_event_id(kind: str, r: RegimeResult) -> str:
     return f"{kind}:{r.model_version}:{r.as_of.isoformat()}"
 
 
-def regime_events(previous: RegimeResult | None, current: RegimeResult) -> list[OutboxEvent]:
-    """RegimeChangeEvent when the label differs from the last persisted one, plus alerts:
-    entering crisis (critical), a circuit-breaker drop (critical), the yield curve turning
-    inverted (warning) and a volatility spike (warning)."""
+def regime_events(
+    previous: RegimeResult | None, current: RegimeResult, *, historical: bool = False
+) -> list[OutboxEvent]:
+    """RegimeChangeEvent when the label differs from `previous` (the stored regime of the
+    session before, None when it has none), plus alerts: entering crisis (critical), a
+    circuit-breaker drop (critical), the yield curve turning inverted (warning) and a
+    volatility spike (warning).
+
+    `historical`: the result is about a session older than the newest one (catch-up, a past
+    as-of, a backfill): the change event says so and no alert is raised (alerts are live)."""
     out: list[OutboxEvent] = []
     pb = regime_to_pb(current)
     prev_label = previous.regime if previous else ""
@@ -53,8 +59,11 @@ def regime_events(previous: RegimeResult | None, current: RegimeResult) -> list[
             previous_regime=prev_label,
             new_regime=current.regime,
             regime=pb,
+            historical=historical,
         )
         out.append(_event(REGIME_TOPIC, "regime", "regime_change", eid, to_json(msg)))
+    if historical:
+        return out
 
     ind = current.indicators
     alerts: list[tuple[str, str, str]] = []
@@ -123,7 +132,12 @@ def freshness_alert_event(
 
 
 def strategy_event(
-    s: Strategy, *, run_id: uuid.UUID, model_version: str, computed_at: datetime
+    s: Strategy,
+    *,
+    run_id: uuid.UUID,
+    model_version: str,
+    computed_at: datetime,
+    historical: bool = False,
 ) -> OutboxEvent:
     """A profile strategy's StrategySignalEvent with every signal (proto path: 3 per run)."""
     eid = f"strategy_signal:{s.strategy_id}"
@@ -139,6 +153,7 @@ def strategy_event(
         risk_level=s.risk_level,
         signals=full.signals,
         cash_weight=str(s.cash_weight),
+        historical=historical,
     )
     return _event(STRATEGY_TOPIC, s.strategy_id, "strategy_signal", eid, to_json(msg))
 
@@ -213,6 +228,7 @@ def user_strategy_event(
     profile_strategy_id: str,
     preferences_version: int,
     signals_json: str | None = None,
+    historical: bool = False,
 ) -> OutboxEvent:
     """A user strategy's compact StrategySignalEvent (weights and actions; levels are the
     profile strategy's). The id carries the preferences version: a recomputation after a
@@ -231,6 +247,7 @@ def user_strategy_event(
             "risk_level": s.risk_level,
             "cash_weight": str(s.cash_weight),
             "profile_strategy_id": profile_strategy_id,
+            "historical": historical,
         },
         compact_signals_json(s) if signals_json is None else signals_json,
     )

@@ -34,7 +34,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import grpc
@@ -51,8 +51,10 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from bloasis import metrics
+from bloasis.calendar import session_close
+from bloasis.clock import market_now
 from bloasis.config import Settings
-from bloasis.freshness import Freshness, FreshnessMonitor, session_close
+from bloasis.freshness import Freshness, FreshnessMonitor
 from bloasis.pb import market_regime_pb2 as mr_pb
 from bloasis.publish.cache import make_redis, read_current_regime
 from bloasis.publish.events import freshness_alert_event
@@ -1032,7 +1034,8 @@ class RegimeServer:
         served = self.regime_snapshot.value
         if served is None:
             return None
-        now = now or datetime.now(UTC)
+        if now is None:  # the market's clock: the wall clock, or a live replay's
+            now = await asyncio.to_thread(market_now, self.settings)
         metrics.SERVED_REGIME_AS_OF.set(session_close(served.as_of).timestamp())
         if self.freshness is None:
             return None

@@ -1,0 +1,182 @@
+"""The steps of a pipeline run as plain functions taking settings (no Prefect here).
+
+`tasks/` turns each of them into a Prefect task (`task(...)(steps.persist_regime)`), so a flow
+and a plain run call exactly the same code; the run services (`bloasis.app.daily`,
+`bloasis.app.backfill`) compose them. Settings rather than engines in the signatures: a step
+may run on a Dask worker, which builds its own connections from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from bloasis import pipeline, strategy_run
+from bloasis.config import Settings
+from bloasis.marketdata import MarketData
+from bloasis.publish.kafka_options import client_options
+from bloasis.publish.relay import RelayError, RelayStats, relay_pending
+from bloasis.regime.model import RegimeModel
+from bloasis.regime.types import RegimeResult
+from bloasis.store import strategies as store
+from bloasis.store.db import get_engine
+from bloasis.strategy.engine import ProfileBook
+
+if TYPE_CHECKING:
+    from bloasis.app.ingest import IngestOutcome
+
+log = logging.getLogger(__name__)
+
+
+def load_market_data(settings: Settings, universe: str) -> MarketData:
+    """Everything the source has, up to its newest usable session (for the live store: the
+    newest session complete at this moment, see `pipeline.load_market_data_with_issues`)."""
+    md, issues = pipeline.load_market_data_with_issues(None, universe, settings=settings)
+    if issues:
+        shown = "; ".join(f"{i.symbol} {i.date} {i.rule}" for i in issues[:10])
+        more = f" and {len(issues) - 10} more" if len(issues) > 10 else ""
+        log.warning("quarantined %d bad rows: %s%s", len(issues), shown, more)
+    return md
+
+
+def compute_regime(
+    md: MarketData, as_of: date, trigger: str, run_id: uuid.UUID, model: RegimeModel
+) -> RegimeResult:
+    return pipeline.compute_regime(md, as_of, trigger=trigger, run_id=run_id, model=model)
+
+
+def persist_regime(
+    settings: Settings, result: RegimeResult, historical: bool = False
+) -> pipeline.PersistOutcome:
+    return pipeline.persist_regime(get_engine(settings), result, historical=historical)
+
+
+def warm_up_history(
+    settings: Settings,
+    md: MarketData,
+    as_of: date,
+    days: int,
+    run_id: uuid.UUID,
+    model: RegimeModel,
+) -> pipeline.BulkOutcome:
+    """Store the sessions in the `days` calendar days before `as_of` that are missing (one
+    vectorised pass, trigger `backfill`), so history reads have something to show."""
+    idx = md.market.index
+    before = idx[(idx < str(as_of)) & (idx >= str(as_of - timedelta(days=days)))]
+    if len(before) == 0:
+        return pipeline.BulkOutcome(0, 0, 0)
+    results = pipeline.compute_regime_range(
+        md,
+        before[0].date(),
+        before[-1].date(),
+        trigger="backfill",
+        run_id=run_id,
+        model=model,
+    )
+    return pipeline.persist_regime_range(get_engine(settings), results)
+
+
+def sectors_and_profiles(
+    settings: Settings,
+    md: MarketData,
+    regime: RegimeResult,
+    run_id: uuid.UUID,
+    historical: bool = False,
+) -> strategy_run.TierOutcome:
+    out = strategy_run.compute_and_store_tiers(
+        get_engine(settings),
+        md,
+        regime,
+        run_id=run_id,
+        top_n=settings.top_n,
+        min_history=settings.min_history_sessions,
+        quarantine=settings.quarantine,
+        historical=historical,
+    )
+    if out.quarantined:
+        log.warning(
+            "left out %d symbols: %s",
+            len(out.quarantined),
+            "; ".join(str(i) for i in out.quarantined[:10]),
+        )
+    return out
+
+
+def load_users(settings: Settings, user_ids: Sequence[str] | None) -> list[store.StoredPreferences]:
+    return strategy_run.load_users(get_engine(settings), user_ids)
+
+
+def derive_users(
+    books: dict[str, ProfileBook],
+    users: Sequence[store.StoredPreferences],
+    run_id: uuid.UUID,
+    model_version: str,
+    computed_at: datetime,
+) -> strategy_run.UserChunk:
+    return strategy_run.derive_chunk(
+        books, users, run_id=run_id, model_version=model_version, computed_at=computed_at
+    )
+
+
+def store_users(
+    settings: Settings, chunks: Sequence[strategy_run.UserChunk], historical: bool = False
+) -> strategy_run.UsersOutcome:
+    return strategy_run.store_user_chunks(get_engine(settings), chunks, historical=historical)
+
+
+def publish_run(
+    settings: Settings,
+    model_version: str,
+    as_of: date,
+    with_strategies: bool,
+    users: strategy_run.UsersOutcome | None,
+) -> str:
+    return strategy_run.publish_run(
+        get_engine(settings),
+        settings,
+        model_version=model_version,
+        as_of=as_of,
+        with_strategies=with_strategies,
+        users=users,
+    )
+
+
+async def relay_now(settings: Settings, *, max_events: int | None = None) -> RelayStats:
+    """Publish pending outbox events (the relay's own retry policy applies: `relay_pending`)."""
+    return await relay_pending(
+        get_engine(settings),
+        settings.require("kafka_bootstrap_servers"),
+        idempotence=settings.kafka_idempotence,
+        batch_size=settings.relay_batch_size,
+        max_events=max_events,
+        options=client_options(settings),
+    )
+
+
+def run_relay(settings: Settings, *, max_events: int | None = None) -> RelayStats:
+    """`relay_now` for callers without an event loop (the CLI)."""
+    return asyncio.run(relay_now(settings, max_events=max_events))
+
+
+async def relay_outbox(settings: Settings) -> str:
+    """Publish pending events; a broker outage leaves them in the outbox for the next relay."""
+    try:
+        stats = await relay_now(settings)
+    except RelayError as exc:
+        log.warning("events stay in the outbox: %s", exc)
+        return f"broker unavailable, events pending ({exc})"
+    return f"published {stats.published} events, {stats.pending} pending"
+
+
+def ingest_market_data(
+    settings: Settings, since: date | None = None, providers: tuple[str, ...] | None = None
+) -> IngestOutcome:
+    """Live providers -> the point-in-time store (`bloasis.app.ingest.run_ingest`)."""
+    from bloasis.app import ingest
+
+    req = ingest.IngestRequest(since=since, providers=providers or ingest.PROVIDERS)
+    return ingest.run_ingest(settings, req)
