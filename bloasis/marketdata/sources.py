@@ -271,6 +271,8 @@ class _Embedded:
     ust2y: np.ndarray
     credit_months: np.ndarray
     credit_spread: np.ndarray
+    baa: np.ndarray  # Moody's BAA / AAA yields (%), by credit month (the spread's inputs)
+    aaa: np.ndarray
     symbols: list[str]
     sectors: list[str]
     closes: np.ndarray
@@ -318,6 +320,8 @@ def _read_embedded(path: str) -> _Embedded:
         ust2y=a["ust2y_bp"].astype(np.float64) / 100.0,
         credit_months=a["credit_months"].astype(np.int64),
         credit_spread=(a["baa_c"].astype(np.float64) - a["aaa_c"].astype(np.float64)) / 100.0,
+        baa=a["baa_c"].astype(np.float64) / 100.0,
+        aaa=a["aaa_c"].astype(np.float64) / 100.0,
         symbols=[str(s) for s in a["symbols"]],
         sectors=[str(s) for s in a["sectors"]],
         closes=closes,
@@ -328,6 +332,8 @@ def _read_embedded(path: str) -> _Embedded:
         emb.ust10y,
         emb.ust2y,
         emb.credit_spread,
+        emb.baa,
+        emb.aaa,
         *emb.index_bars.values(),
     ):
         arr.flags.writeable = False
