@@ -51,6 +51,7 @@ GROUPS: Final = (
     Group("bench.freshness", ("freshness_p99",)),
     Group("bench.relay_throughput", ("relay_throughput",)),
     Group("bench.backfill", ("backfill_1990_2022",)),
+    Group("bench.pit_read", ("pit_read",)),
 )
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     Numeric,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -217,3 +218,101 @@ class UserStrategyRow(Base):
     positions: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     cash_weight: Mapped[Decimal] = mapped_column(Numeric(10, 4))
     computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# --- market data: a point-in-time store (bloasis.store.marketdata) ------------------------------
+
+
+class MarketIngestRow(Base):
+    """One load into the market-data store: a vintage (history loaded after the fact) or a live
+    daily/catch-up ingest. Every stored version points at the ingest that first saw it."""
+
+    __tablename__ = "md_ingests"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # vintage | live
+    source: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16))  # running | completed | failed
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    result: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class MarketSymbolRow(Base):
+    __tablename__ = "md_symbols"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    symbol: Mapped[str] = mapped_column(String(32), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))  # index | stock
+    name: Mapped[str | None] = mapped_column(Text)
+    sector: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
+
+
+class MarketBarRow(Base):
+    """Every version of every daily bar. Prices are NOT NULL (NaN = unknown) so that rows are
+    fixed-width and a binary COPY parses as one numpy record dtype."""
+
+    __tablename__ = "md_bars"
+    __table_args__ = (
+        # The current version of each (symbol, session): what writes compare against.
+        Index(
+            "uq_md_bars_current",
+            "symbol_id",
+            "session",
+            unique=True,
+            postgresql_where=text("superseded_at IS NULL"),
+        ),
+        # Revised values only (few): `last_dates` counts versions without a full scan.
+        Index("ix_md_bars_revised", "symbol_id", "version", postgresql_where=text("version > 1")),
+    )
+
+    symbol_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("md_symbols.id", ondelete="RESTRICT"), primary_key=True
+    )
+    session: Mapped[date] = mapped_column(Date, primary_key=True)
+    version: Mapped[int] = mapped_column(SmallInteger, primary_key=True)  # 1 = first seen
+    open: Mapped[float] = mapped_column(Double)
+    high: Mapped[float] = mapped_column(Double)
+    low: Mapped[float] = mapped_column(Double)
+    close: Mapped[float] = mapped_column(Double)
+    adj_close: Mapped[float] = mapped_column(Double)
+    volume: Mapped[float] = mapped_column(Double)
+    source: Mapped[str] = mapped_column(String(32))
+    ingest_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("md_ingests.id", ondelete="RESTRICT")
+    )
+    ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    available_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MarketSeriesRow(Base):
+    """Every version of every observation of a market series (VIX, yields, credit spread)."""
+
+    __tablename__ = "md_series"
+    __table_args__ = (
+        Index(
+            "uq_md_series_current",
+            "series",
+            "obs_date",
+            unique=True,
+            postgresql_where=text("superseded_at IS NULL"),
+        ),
+    )
+
+    series: Mapped[str] = mapped_column(String(32), primary_key=True)
+    obs_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    version: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    value: Mapped[float] = mapped_column(Double)
+    source: Mapped[str] = mapped_column(String(32))
+    ingest_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("md_ingests.id", ondelete="RESTRICT")
+    )
+    ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    available_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
