@@ -34,9 +34,11 @@ run: install
 	@echo "Stop everything with: make stop"
 
 # The local deployment: stack, Prefect server + UI, deployments, a worker, gRPC, in the background.
-# `make up REPLAY=2007-06-01:2009-06-30` walks history one trading day per scheduled run.
+# `make up REPLAY=2007-06-01:2009-06-30` walks history one trading day per scheduled run;
+# `make up LIVE=replay REPLAY=2022-11-01:2022-12-28 REPLAY_EVERY=15` plays live market data from
+# a local provider (FRED/Yahoo formats) that publishes one session every 15 s.
 up: install
-	$(BIN)/bloasis up $(if $(REPLAY),--replay $(REPLAY)) $(if $(REPLAY_EVERY),--replay-every $(REPLAY_EVERY))
+	$(BIN)/bloasis up $(if $(LIVE),--live $(LIVE)) $(if $(REPLAY),--replay $(REPLAY)) $(if $(REPLAY_EVERY),--replay-every $(REPLAY_EVERY))
 
 down:
 	@if [ -x $(BIN)/bloasis ]; then $(BIN)/bloasis down; else echo "nothing installed, nothing to stop"; fi

@@ -39,6 +39,9 @@ def prefect_env(state_dir: Path) -> None:
     os.environ.setdefault("PREFECT_HOME", str((state_dir / "prefect").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    # The domain's own log lines (bloasis.*) in the runs' logs too; outside a run, local only.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "bloasis")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
 # --- stack -----------------------------------------------------------------------------------
@@ -457,29 +460,47 @@ def cmd_up(args: argparse.Namespace) -> int:
     from bloasis import local, stack
 
     overrides: dict[str, Any] = {}
-    if args.replay:
-        overrides["replay_start"], overrides["replay_end"] = args.replay
-    if args.replay_every:
-        overrides["replay_interval_seconds"] = args.replay_every
+    live: local.LiveReplay | None = None
     state_dir = default_state_dir()
+    if args.live == "replay":
+        if not args.replay:
+            raise CliError("--live replay needs --replay START[:END] (e.g. 2022-11-01:2022-12-28)")
+        start, end = args.replay
+        live = local.LiveReplay(start, end, args.replay_every or 15, stack._pick_port(set()))
+        overrides = {k.removeprefix("BLOASIS_").lower(): v
+                     for k, v in live.env(load_settings()).items()}  # fmt: skip
+        overrides["universe"] = overrides.pop("market_data")
+    else:
+        if args.replay:
+            overrides["replay_start"], overrides["replay_end"] = args.replay
+        if args.replay_every:
+            overrides["replay_interval_seconds"] = args.replay_every
     env = stack.up(state_dir, progress=lambda m: print(m, file=sys.stderr))
     settings = load_settings(**overrides)
     _migrate(settings)
     _ensure_demo_user(settings)
-    local.check_replay_state(settings)
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     extras = local.prefect_env(settings)
+    if live is not None:
+        local.prepare_live_replay(settings, live, say)
+        extras |= live.env(settings)
+    else:
+        local.check_replay_state(settings)
     if settings.replay_start is not None:
         extras["BLOASIS_REPLAY_START"] = settings.replay_start.isoformat()
         if settings.replay_end is not None:
             extras["BLOASIS_REPLAY_END"] = settings.replay_end.isoformat()
     # Flow runs read these from the env file (the worker points them at this state dir).
     stack.write_env(state_dir, env | extras)
-    urls = local.up(settings, lambda m: print(m, file=sys.stderr, flush=True))
+    urls = local.up(settings, say, live)
     print()
     for name, url in urls.items():
         print(f"  {name:<12} {url}")
     print(f"\nUse it from a shell with: source {state_dir}/env   (then e.g. `bloasis status`)")
-    print("Run the pipeline now: prefect deployment run daily-pipeline/daily-pipeline")
+    if live is not None:
+        print("Watch it: bloasis get watch   (and bloasis status, bloasis data status)")
+    else:
+        print("Run the pipeline now: prefect deployment run daily-pipeline/daily-pipeline")
     print("Stop everything with: make down")
     return 0
 
@@ -556,11 +577,11 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             ).all()
             fresh: dict[str, Any] = {}
             if reg_row is not None:
-                from datetime import UTC, datetime
-
+                from bloasis.clock import market_now
                 from bloasis.freshness import trading_age_seconds
 
-                age = trading_age_seconds(reg_row.as_of, datetime.now(UTC))
+                # The market's clock: the wall clock, or a live replay's provider's.
+                age = trading_age_seconds(reg_row.as_of, market_now(settings))
                 sla = settings.freshness_sla_seconds
                 fresh = {"age_hours": round(age / 3600, 1), "sla_hours": round(sla / 3600, 1),
                          "breach": bool(sla) and age > sla}  # fmt: skip
@@ -584,6 +605,22 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             }
     except Exception as exc:
         out["store"] = {"error": str(exc).splitlines()[0][:200]}
+    if settings.universe in ("live", "database"):
+        try:
+            from bloasis.app.ingest import data_status
+
+            report = data_status(settings)
+            index = next((r for r in report["series"] if r["key"] == "^SPX"), None)
+            out["market_data"] = {
+                "source": settings.universe,
+                "newest_complete_session": report["newest_complete_session"],
+                "index_last": index["last"] if index else None,
+                "index_source": index["source"] if index else None,
+                "behind": index.get("behind") if index else None,
+                "last_ingest": report["ingests"][0] if report["ingests"] else None,
+            }
+        except Exception as exc:
+            out["market_data"] = {"error": str(exc).splitlines()[0][:200]}
     return out
 
 
@@ -620,8 +657,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         f" (computed {st['latest_regime_computed_at']}),"
         f" strategies {st['latest_strategy_as_of']}, outbox backlog {st['outbox_backlog']}"
     )
+    if md := report.get("market_data"):
+        if "error" in md:
+            print(f"market    DOWN     {md['error']}")
+        else:
+            ing = md["last_ingest"] or {}
+            print(
+                f"market    {md['source']}: newest stored session {md['index_last']}"
+                f" ({md['index_source']}), {md['behind']} behind the newest complete session"
+                f" {md['newest_complete_session']}; last ingest {ing.get('status', 'none')}"
+                + (f" ({str(ing.get('error'))[:120]})" if ing.get("error") else "")
+            )
     if f := st.get("freshness"):
-        verdict = "STALE (over the SLA)" if f["breach"] else "fresh"
+        verdict = "STALE (over the SLA)" if f["breach"] else "FRESH"
         print(
             f"freshness {verdict}: {f['age_hours']} trading hours since that session's close"
             f" (SLA {f['sla_hours'] or 'off'} h)"
@@ -848,7 +896,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="SECONDS",
-        help="seconds between replay runs (BLOASIS_REPLAY_INTERVAL_SECONDS, default 30)",
+        help="seconds between replay runs (BLOASIS_REPLAY_INTERVAL_SECONDS, default 30); with"
+        " --live replay, between sessions the provider publishes (default 15)",
+    )
+    up.add_argument(
+        "--live",
+        choices=("replay",),
+        default=None,
+        help="replay: live market data from a local provider (FRED and Yahoo formats) that"
+        " publishes the --replay span one session at a time; ingest and pipeline pick it up",
     )
     up.set_defaults(func=cmd_up)
     dn = sub.add_parser("down", help="stop everything `up` started (worker, Prefect, gRPC, stack)")
@@ -911,7 +967,8 @@ EXAMPLES: dict[str, str] = {
     "cache": "bloasis cache\nbloasis cache 'strategy:*' --show",
     "serve": "bloasis serve\nbloasis serve --background --address 127.0.0.1:50051\n"
     "bloasis serve --processes 2",
-    "up": "bloasis up\nbloasis up --replay 2007-06-01:2009-06-30 --replay-every 20",
+    "up": "bloasis up\nbloasis up --replay 2007-06-01:2009-06-30 --replay-every 20\n"
+    "bloasis up --live replay --replay 2022-11-01:2022-12-28 --replay-every 15",
     "down": "bloasis down",
     "stop": "bloasis stop",
     "status": "bloasis status\nbloasis status --json",

@@ -20,7 +20,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -34,6 +35,8 @@ from bloasis.logs import PREFECT_JSON_LOGGING
 POOL = "bloasis-process"
 PREFECT_DATABASE = "prefect"
 REPLAY_DEPLOYMENT = "daily-pipeline/replay"
+INGEST_DEPLOYMENT = "market-data-ingest/market-data-ingest"
+PROVIDER_API_KEY = "local-replay-key"  # the local provider's, not a secret of anyone's
 # Deployments whose "latest session" runs would jump the served regime to the end of the data
 # while a replay walks through history: paused in replay mode.
 PAUSED_IN_REPLAY = ("daily-pipeline/daily-pipeline", "daily-pipeline/regime-baseline")
@@ -220,6 +223,10 @@ def prefect_env(settings: Settings) -> dict[str, str]:
         "PREFECT_HOME": str((settings.state_dir / "prefect").resolve()),
         "PREFECT_API_URL": f"{prefect_url(settings)}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # The domain's own log lines (bloasis.*) in the runs' logs in the UI, not only the
+        # flow's; outside a run they stay local.
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "bloasis",
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     }
     if settings.log_format == "json":  # the worker's and its flow runs' lines too
         env |= PREFECT_JSON_LOGGING
@@ -335,12 +342,127 @@ def configure_replay(settings: Settings, say: Progress) -> None:
         )
 
 
+# --- live replay: the local provider as the market ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class LiveReplay:
+    """`bloasis up --live replay`: the local provider serves the embedded history from `start`
+    to `end`, publishing one session every `every` seconds; the ingest schedule polls it."""
+
+    start: date
+    end: date | None
+    every: int
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def clock_file(self, settings: Settings) -> Path:
+        return (settings.state_dir / "provider-clock.json").resolve()
+
+    def ingest_every(self) -> int:
+        # Often enough that a published session is served well within half a minute, rarely
+        # enough that flow-run processes do not pile up on two CPUs (runs that would overlap
+        # are cancelled: the deployment's CANCEL_NEW).
+        return max(5, self.every // 3)
+
+    def env(self, settings: Settings) -> dict[str, str]:
+        """Settings of every process of the deployment (written to `<state>/env`)."""
+        return {
+            "BLOASIS_MARKET_DATA": "live",
+            "BLOASIS_LIVE_UNIVERSE": "current20",
+            "BLOASIS_FRED_URL": self.url,
+            "BLOASIS_YAHOO_URL": self.url,
+            "BLOASIS_FRED_API_KEY": PROVIDER_API_KEY,
+            "BLOASIS_MARKET_CLOCK": f"file:{self.clock_file(settings)}",
+        }
+
+
+def prepare_live_replay(settings: Settings, replay: LiveReplay, say: Progress) -> None:
+    """The store holds the embedded history up to the session before `start` (nothing after:
+    the provider delivers the rest), and nothing computed after it."""
+    from bloasis import calendar
+    from bloasis.store.db import get_engine
+    from bloasis.store.marketdata import last_dates, load_embedded_vintage
+
+    engine = get_engine(settings)
+    through = calendar.previous_session(replay.start)
+    with engine.connect() as conn:
+        last = {r.key: r.last_date for r in last_dates(conn)}
+    if last.get("^SPX", through) > through:
+        raise LocalError(
+            f"--live replay from {replay.start}: the market-data store already holds sessions "
+            f"up to {last['^SPX']}; replay on a fresh state dir (`make down && rm -rf "
+            f"{settings.state_dir}`, or set BLOASIS_STATE_DIR)"
+        )
+    check_replay_state(settings, replay.start)
+    out = load_embedded_vintage(engine, through=through)
+    say(f"market-data store: embedded history through {through} ({out})")
+
+
+def start_provider(settings: Settings, replay: LiveReplay, records: dict[str, Any],
+                   say: Progress) -> None:  # fmt: skip
+    """The local provider process (recorded as `provider`), publishing from `start`."""
+    from bloasis import calendar
+
+    rec = records.get("provider")
+    if rec is not None and _alive(rec) is not None:
+        return
+    through = calendar.previous_session(replay.start)
+    cmd = [sys.executable, "-m", "bloasis.marketdata.providers.local", "--data", "embedded",
+           "--published-through", through.isoformat(), "--every", str(replay.every),
+           "--port", str(replay.port), "--api-key", PROVIDER_API_KEY,
+           "--clock-file", str(replay.clock_file(settings))]  # fmt: skip
+    if replay.end is not None:
+        cmd += ["--end", replay.end.isoformat()]
+    rec = _start_process(settings, "provider", cmd, {}, project_root())
+    records["provider"] = rec
+    _save_records(settings, records)
+    _wait("local provider", lambda: _http_ok(f"{replay.url}/control/status"), rec, 60)
+    say(
+        f"local provider: {replay.url}, publishing one session every {replay.every} s from "
+        f"{replay.start} to {replay.end or 'the end of the data'}"
+    )
+
+
+def configure_live_replay(settings: Settings, replay: LiveReplay | None, say: Progress) -> None:
+    """Live replay: the ingest polls the local provider (its interval schedule on, its
+    after-the-close crons and the latest-session schedules paused); otherwise the interval
+    schedule off."""
+    from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+
+    with prefect_client(settings) as client:
+        dep = client.read_deployment_by_name(INGEST_DEPLOYMENT)
+        for sched in client.read_deployment_schedules(dep.id):
+            if isinstance(sched.schedule, IntervalSchedule):
+                every = timedelta(seconds=replay.ingest_every() if replay else 15)
+                client.update_deployment_schedule(
+                    dep.id, sched.id, active=replay is not None,
+                    schedule=IntervalSchedule(interval=every),
+                )  # fmt: skip
+            elif isinstance(sched.schedule, CronSchedule):
+                client.update_deployment_schedule(dep.id, sched.id, active=replay is None)
+        if replay is not None:
+            for name in PAUSED_IN_REPLAY:
+                other = client.read_deployment_by_name(name)
+                for sched in client.read_deployment_schedules(other.id):
+                    client.update_deployment_schedule(other.id, sched.id, active=False)
+    if replay is not None:
+        say(
+            f"live replay: market-data-ingest every {replay.ingest_every()} s against the local "
+            "provider, each new session computed as it arrives; daily schedules paused"
+        )
+
+
 # --- up / down -------------------------------------------------------------------------------
 
 
-def check_replay_state(settings: Settings) -> None:
+def check_replay_state(settings: Settings, start: date | None = None) -> None:
     """Replay needs nothing stored after its start: "current" is the latest as-of stored."""
-    if settings.replay_start is None:
+    start = start or settings.replay_start
+    if start is None:
         return
     from bloasis.regime.model import resolve_model
     from bloasis.store.db import get_engine
@@ -349,20 +471,28 @@ def check_replay_state(settings: Settings) -> None:
     mv = resolve_model(settings.model_version, settings.universe).version
     with get_engine(settings).connect() as conn:
         latest = latest_regime(conn, mv)
-    if latest is not None and latest.as_of > settings.replay_start:
+    if latest is not None and latest.as_of > start:
+        what = (
+            f"BLOASIS_REPLAY_START={start}"
+            if start == settings.replay_start
+            else (f"replay from {start}")
+        )
         raise LocalError(
-            f"BLOASIS_REPLAY_START={settings.replay_start}: regimes up to {latest.as_of} are "
+            f"{what}: regimes up to {latest.as_of} are "
             f"already stored, which would stay current; replay on a fresh state dir "
             f"(`make down && rm -rf {settings.state_dir}`, or set BLOASIS_STATE_DIR)"
         )
 
 
-def up(settings: Settings, say: Progress) -> dict[str, str]:
-    """Start what is not running; idempotent. Returns the URLs to print."""
+def up(settings: Settings, say: Progress, live: LiveReplay | None = None) -> dict[str, str]:
+    """Start what is not running; idempotent. Returns the URLs to print. `live`: the local
+    provider plays the market (`bloasis up --live replay`)."""
     records = _records(settings)
     root = project_root()
     penv = prefect_env(settings)
     state = str(settings.state_dir.resolve())
+    if live is not None:
+        start_provider(settings, live, records, say)
 
     rec = records.get("prefect-server")
     health = f"{prefect_url(settings)}/api/health"
@@ -392,10 +522,13 @@ def up(settings: Settings, say: Progress) -> dict[str, str]:
     say(f"deploying prefect.yaml to work pool {POOL}")
     _run_prefect(settings, ["deploy", "--all", "--no-prompt"], root)
     configure_replay(settings, say)
+    configure_live_replay(settings, live, say)
 
     rec = records.get("worker")
     if rec is None or _alive(rec) is None:
         env = {**penv, "BLOASIS_STATE_DIR": state}
+        if live is not None:  # pick up each scheduled ingest promptly (default: every 10 s)
+            env["PREFECT_WORKER_QUERY_SECONDS"] = "2"
         cmd = [_prefect_bin(), "worker", "start", "--pool", POOL, "--type", "process"]
         rec = _start_process(settings, "worker", cmd, env, root)
         records["worker"] = rec
@@ -405,12 +538,13 @@ def up(settings: Settings, say: Progress) -> dict[str, str]:
 
     pid, started = serve_background(settings)
     say(f"gRPC server: {'started' if started else 'already running'} (pid {pid})")
-    return {
+    urls = {
         "Prefect UI": prefect_url(settings),
         "Prefect API": penv["PREFECT_API_URL"],
         "gRPC": settings.grpc_address,
         "logs": str(settings.state_dir),
     }
+    return urls | ({"provider": live.url} if live is not None else {})
 
 
 def down(settings: Settings) -> list[str]:
@@ -419,7 +553,7 @@ def down(settings: Settings) -> list[str]:
     stopped: list[str] = []
     if stop_server(settings):
         stopped.append("grpc")
-    for name, signals in (("worker", 2), ("prefect-server", 1)):
+    for name, signals in (("worker", 2), ("prefect-server", 1), ("provider", 1)):
         rec = records.pop(name, None)
         if rec is not None and _stop_process(rec, signals=signals):
             stopped.append(name)

@@ -623,10 +623,10 @@ def test_dockerfile(prefect_yaml: dict[str, Any]) -> None:
     assert entry == ["bloasis"]
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'bloasis = "bloasis.cli:main"' in pyproject
-    # Installed without the embedded extra; no compiler installed anywhere.
+    # Installed with the live providers' extra, without the embedded one; no compiler.
     installs = re.findall(r"pip install ([^\n&]*)", text)
     assert installs and all("embedded" not in i for i in installs) and any(
-        i.strip() == "." for i in installs
+        i.strip() == "'.[live]'" for i in installs
     )  # fmt: skip
     assert not re.search(r"apt-get|build-essential|gcc", text)
     # What the stages copy exists and is not excluded by the BuildKit ignore file.

@@ -664,7 +664,7 @@ def test_run_lock_waits_for_the_holder_then_gives_up_with_a_clear_error(
         assert waited < 0.5
         t0 = time.monotonic()
         with (
-            pytest.raises(pipeline.PipelineError, match="run of .* still holds its lock"),
+            pytest.raises(pipeline.PipelineError, match=r"run of .* still holds its lock"),
             pipeline.run_lock(engine, "fault-lock", day, timeout_s=0.6),
         ):
             pass

@@ -229,6 +229,7 @@ async def run_daily(
     logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     now: datetime | None = None,
     flow: str = "daily-pipeline",
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
     """One daily run (see the module docstring); returns its summary, also stored in its
     `pipeline_runs` row. `run_session` runs one missed session of a catch-up (default: this
@@ -237,7 +238,7 @@ async def run_daily(
     steps = steps or plain_steps()
     reporter = reporter or NullReporter()
     logger = logger or log
-    settings = load_settings()
+    settings = settings or load_settings()
     if req.scheduled and req.trigger == "baseline" and req.as_of is None and req.strategies \
             and not req.replay:  # fmt: skip
         today = calendar.exchange_today(now or market_now(settings))
@@ -359,7 +360,13 @@ async def _catch_up(
             req, as_of=d, history_days=history_days, relay=False, users=None, scheduled=False
         )
         return await run_daily(
-            one, run_id=uuid.uuid4(), steps=steps, reporter=reporter, logger=logger, now=now
+            one,
+            run_id=uuid.uuid4(),
+            steps=steps,
+            reporter=reporter,
+            logger=logger,
+            now=now,
+            settings=settings,
         )
 
     runner = run_session or plain
