@@ -52,6 +52,7 @@ GROUPS: Final = (
     Group("bench.relay_throughput", ("relay_throughput",)),
     Group("bench.backfill", ("backfill_1990_2022",)),
     Group("bench.pit_read", ("pit_read",)),
+    Group("bench.ingest", ("ingest_daily_500", "ingest_catchup_20")),
 )
 
 

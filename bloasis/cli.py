@@ -386,7 +386,11 @@ def _data_seed(args: argparse.Namespace) -> int:
     settings = load_settings()
     _migrate(settings)
     out = load_embedded_vintage(get_engine(settings), through=args.through)
-    print(f"embedded vintage{f' through {args.through}' if args.through else ''}: {out}")
+    print(
+        f"embedded history through {out.through}: {out.bars.inserted} bars and"
+        f" {out.series.inserted} series values stored ({out.seconds:.1f} s)"
+        + ("" if out.ingest_id else "; it was already stored")
+    )
     return 0
 
 

@@ -377,6 +377,9 @@ class LiveReplay:
             "BLOASIS_YAHOO_URL": self.url,
             "BLOASIS_FRED_API_KEY": PROVIDER_API_KEY,
             "BLOASIS_MARKET_CLOCK": f"file:{self.clock_file(settings)}",
+            # The real services' request rates are theirs to set; a local one needs no pacing.
+            "BLOASIS_FRED_REQUESTS_PER_SECOND": "200",
+            "BLOASIS_YAHOO_REQUESTS_PER_SECOND": "200",
         }
 
 
@@ -399,7 +402,10 @@ def prepare_live_replay(settings: Settings, replay: LiveReplay, say: Progress) -
         )
     check_replay_state(settings, replay.start)
     out = load_embedded_vintage(engine, through=through)
-    say(f"market-data store: embedded history through {through} ({out})")
+    say(
+        f"market-data store: embedded history through {through} ({out.bars.inserted} bars,"
+        f" {out.series.inserted} series values stored in {out.seconds:.1f} s)"
+    )
 
 
 def start_provider(settings: Settings, replay: LiveReplay, records: dict[str, Any],

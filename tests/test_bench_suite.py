@@ -27,6 +27,8 @@ REQUIRED = [
     "relay_throughput",
     "backfill_1990_2022",
     "pit_read",
+    "ingest_daily_500",
+    "ingest_catchup_20",
 ]
 SHAPE = {"name", "value", "unit", "compared_to", "baseline_value", "ratio", "target", "met"}
 
@@ -154,3 +156,23 @@ async def test_memoised_user_strategy_is_never_edited_by_a_symbol_filter() -> No
                 assert fallback.served_from == "postgres" and fallback.strategy == first.strategy
         finally:
             await srv.stop(0)
+
+
+def test_ingest_tiny_ingests_and_catches_up_every_session() -> None:
+    from bench import ingest
+
+    daily, catchup = ingest.run("tiny")
+    _shape(daily)
+    _shape(catchup)
+    assert daily["name"] == "ingest_daily_500" and daily["bars"]["inserted"] == 51
+    assert catchup["name"] == "ingest_catchup_20" and catchup["sessions"] == 3
+    assert catchup["ingest_s"] > 0 and catchup["pipeline_s"] > 0
+
+
+def test_pit_read_tiny_reads_the_same_closes_as_the_parquet_store() -> None:
+    from bench import pit_read
+
+    [e] = pit_read.run("tiny")
+    _shape(e)
+    assert e["name"] == "pit_read" and e["value"] > 0 and e["baseline_value"] > 0
+    assert e["closes_equal"] is True
