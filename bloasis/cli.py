@@ -108,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             parse_universe(args.universe)
         except ValueError as exc:
             raise CliError(f"--universe {args.universe}: {exc}") from None
-    if args.as_of is not None and args.universe in (None, "embedded"):
+    if args.as_of is not None and (args.universe or settings.universe) == "embedded":
         from bloasis import pipeline
 
         # Fail fast on a non-session date, before paying for Prefect's start-up.
@@ -153,7 +153,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from bloasis.regime.validation import ValidationReport, format_report
 
     settings = load_settings()
-    md = pipeline.load_market_data()
+    md = pipeline.load_market_data_with_issues(None, settings.universe, settings=settings)[0]
     start = args.start or md.market.index[0].date()
     end = args.end or md.last_date
     if start > end:

@@ -71,6 +71,7 @@ def load_market_data_with_issues(
         from bloasis.marketdata.database import DatabaseSource
         from bloasis.marketdata.universe import load_universe
         from bloasis.store.db import get_engine
+        from bloasis.store.marketdata import last_dates
 
         settings = settings or load_settings()
         # The session-complete guard: a session still trading (or within its settle delay)
@@ -78,10 +79,24 @@ def load_market_data_with_issues(
         complete = calendar.latest_complete_session(
             now or market_now(settings), timedelta(seconds=settings.session_settle_seconds)
         )
+        engine = get_engine(settings)
+        members = load_universe(settings.live_universe).symbols
+        with engine.connect() as conn:
+            stored = {r.key for r in last_dates(conn) if r.kind == "stock"}
+        # Members the ingest could not store (a symbol the provider does not know, left out
+        # with a warning there) are not a reason to stop the run: they are left out here too.
+        missing = [m for m in members if m not in stored]
+        if missing:
+            log.warning(
+                "%d of %d universe members have no stored bars and are left out (%s%s); see"
+                " `bloasis data status`",
+                len(missing),
+                len(members),
+                ", ".join(missing[:8]),
+                " ..." if len(missing) > 8 else "",
+            )
         db = DatabaseSource(
-            get_engine(settings),
-            symbols=load_universe(settings.live_universe).symbols,
-            quarantine=quarantine,
+            engine, symbols=[m for m in members if m in stored], quarantine=quarantine
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=UserWarning)

@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 # Hermetic: a developer's sourced .bloasis/env must not point tests at their servers, and
-# Prefect reads its settings at import time.
-for _k in [k for k in os.environ if k.startswith("BLOASIS_")]:
+# Prefect reads its settings at import time. Kept: what the opt-in smoke test against the real
+# providers reads (tests/test_network.py), which changes nothing for the other tests.
+_KEPT = ("BLOASIS_NETWORK_TESTS", "BLOASIS_FRED_API_KEY")
+for _k in [k for k in os.environ if k.startswith("BLOASIS_") and k not in _KEPT]:
     del os.environ[_k]
 _PREFECT_HOME = tempfile.mkdtemp(prefix="bloasis-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME

@@ -14,9 +14,12 @@ from bloasis.config import Settings
 
 
 def bloasis(
-    *args: str, state_dir: Path | None = None, timeout: float = 120
+    *args: str,
+    state_dir: Path | None = None,
+    timeout: float = 120,
+    extra: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BLOASIS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLOASIS_")} | (extra or {})
     if state_dir is not None:
         env["BLOASIS_STATE_DIR"] = str(state_dir)
     return subprocess.run(
@@ -97,3 +100,33 @@ def test_status_reports_components_and_store(
     }
     assert "serving" in report["grpc"]
     assert "outbox_backlog" in report["store"] and "last_runs" in report["store"]
+
+
+def test_data_universe_status_and_a_failing_ingest(
+    stack_settings: Settings, stack_state_dir: Path, tmp_path: Path
+) -> None:
+    shown = bloasis("data", "universe", "--universe", "current20")
+    assert shown.returncode == 0, shown.stderr
+    assert "members:  20" in shown.stdout and "Health Care                   5" in shown.stdout
+    bad = tmp_path / "u.csv"
+    bad.write_text("symbol,name,sector\nAAA,A,Tech\n")
+    refused = bloasis("data", "universe", "--universe", f"file:{bad}")
+    assert refused.returncode == 1 and "line 2" in refused.stderr and "'Tech'" in refused.stderr
+    status = bloasis("data", "status", state_dir=stack_state_dir)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith("market data embedded; live universe sp500")
+    # No provider answers: one line naming the provider, the series and the span; the key is
+    # never printed; nothing but the failure is recorded.
+    key = "fedcba9876543210fedcba9876543210"
+    failed = bloasis(
+        "data", "ingest", state_dir=stack_state_dir, timeout=180,
+        extra={"BLOASIS_FRED_URL": "http://127.0.0.1:1", "BLOASIS_YAHOO_URL": "http://127.0.0.1:1",
+               "BLOASIS_FRED_API_KEY": key, "BLOASIS_PROVIDER_ATTEMPTS": "1",
+               "BLOASIS_LIVE_UNIVERSE": "current20"},
+    )  # fmt: skip
+    assert failed.returncode == 1, failed.stderr
+    assert "ingest: the index is required: yahoo ^GSPC" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert key not in failed.stderr + failed.stdout
+    after = bloasis("data", "status", state_dir=stack_state_dir)
+    assert "ingest    live    failed" in after.stdout and key not in after.stdout

@@ -625,3 +625,27 @@ def test_ingest_flow_runs_the_pipeline_for_each_new_session_in_order(
     # Nothing new: the ingest fetches nothing and runs no pipeline.
     again = asyncio.run(market_data_ingest())
     assert again["status"] == "up to date" and "pipeline" not in again
+
+
+def test_a_universe_member_without_stored_bars_is_left_out_not_fatal(
+    live: Settings, provider: LocalProvider, clean_db: Engine, tmp_path: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    from bloasis.marketdata.universe import load_universe
+    from bloasis.pipeline import load_market_data_with_issues
+
+    members = load_universe("current20").members
+    path = tmp_path / "u.csv"
+    path.write_text(
+        "symbol,name,sector\n"
+        + "".join(f"{m.symbol},{m.name},{m.sector}\n" for m in members)
+        + "ZZZZ,Gone Inc,Energy\n"
+    )
+    settings = live.model_copy(update={"live_universe": f"file:{path}"})
+    provider.publish_through(date(2016, 6, 2))
+    out = ingest.run_ingest(settings, now=after_close(date(2016, 6, 2)))
+    assert any(q.startswith("yahoo ZZZZ") for q in out.quarantined)  # not found: left out
+    caplog.set_level(logging.WARNING)
+    md, _ = load_market_data_with_issues(None, "live", settings=settings)
+    assert "ZZZZ" not in md.symbols and len(md.symbols) == 20
+    assert "1 of 21 universe members have no stored bars and are left out (ZZZZ)" in caplog.text

@@ -28,7 +28,7 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 DEPLOYMENTS = (
     "daily-pipeline", "regime-baseline", "replay", "regime-backfill", "user-strategies",
-    "outbox-relay",
+    "outbox-relay", "market-data-ingest",
 )  # fmt: skip
 
 pytestmark = [

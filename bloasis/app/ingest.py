@@ -159,7 +159,7 @@ def _plan(
             return req.since
         got = last.get(key)
         if got is None:
-            return first
+            return min(first, target)
         if monthly:  # a month's value is revised for a few months: look back a quarter
             return (got.last_date.replace(day=1) - timedelta(days=92)).replace(day=1)
         return _back(got.last_date, lookback) if got.last_date <= target else target
@@ -203,8 +203,9 @@ def _providers(settings: Settings, wanted: tuple[str, ...]) -> dict[str, Any]:
 def _fetch_all(
     plan: list[_Fetch], providers: dict[str, Any], concurrency: int
 ) -> dict[_Fetch, Any]:
-    """Every fetch of the plan (results or the exception each raised), `concurrency` at a
-    time; progress reported as `fetch`."""
+    """Every fetch of the plan (results or the ProviderError each raised), `concurrency` at a
+    time; progress reported as `fetch`. Anything else a fetch raises is a bug: it propagates."""
+    from bloasis.marketdata.providers import ProviderError
 
     def one(f: _Fetch) -> Any:
         try:
@@ -215,7 +216,7 @@ def _fetch_all(
             return providers["yahoo"].daily_bars(
                 f.series, f.start, f.end, allow_empty=f.allow_empty
             )
-        except Exception as exc:  # reported per fetch; the caller decides what is fatal
+        except ProviderError as exc:  # reported per fetch; the caller decides what is fatal
             return exc
 
     out: dict[_Fetch, Any] = {}
@@ -609,6 +610,16 @@ def _transform(
                     )
     _validate(rows, settings.quarantine)
     _staleness(rows, stored_series, target)
+    lagging = sorted(
+        f.key for f, got in fetches.items()
+        if f.provider == "yahoo" and f.key not in (INDEX_SYMBOL, VIX_SERIES)
+        and not isinstance(got, Exception) and target not in got.sessions
+    )  # fmt: skip
+    if lagging:
+        rows.warnings.append(
+            f"{len(lagging)} symbol(s) without a bar for {target} yet ({', '.join(lagging[:8])}"
+            f"{' ...' if len(lagging) > 8 else ''}): the next ingest fetches them again"
+        )
     return rows
 
 
@@ -720,6 +731,14 @@ def run_ingest(
                 f"{r.key} {r.day} {r.field}: {r.old:.6g} -> {r.new:.6g} ({r.source})"
                 for r in [*wb.revisions, *ws.revisions]
             ]
+            # A large revision is stored like any other (a new version), and said out loud.
+            out.warnings += [
+                f"large revision: {r.key} {r.day} {r.field} {r.old:.6g} -> {r.new:.6g}"
+                f" ({abs(r.new / r.old - 1):.1%}, {r.source})"
+                for r in [*wb.revisions, *ws.revisions]
+                if np.isfinite(r.old) and np.isfinite(r.new) and r.old
+                and abs(r.new / r.old - 1) > settings.splice_tolerance
+            ]  # fmt: skip
             out.timings["write_s"] = time.perf_counter() - t
             out.timings["total_s"] = time.perf_counter() - t0
             md_store.finish_ingest(conn, ingest_id, status="completed", result=out.summary())
