@@ -10,7 +10,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +71,15 @@ def entry(
 def emit(benchmarks: list[dict[str, Any]]) -> None:
     json.dump({"machine": machine(), "benchmarks": benchmarks}, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def size_main(doc: str | None, sizes: Iterable[str], run: Callable[[str], list[Any]]) -> None:
+    """The command line of a bench module whose only option is its size: the JSON on stdout."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--size", choices=tuple(sizes), default="full")
+    emit(run(ap.parse_args().size))
 
 
 def say(msg: str) -> None:

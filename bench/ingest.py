@@ -22,7 +22,6 @@ services ask for (Yahoo at the default 5 requests/s alone would take 100 s for 5
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import csv
 import statistics
@@ -33,7 +32,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from bench.common import bench_stack, emit, entry, say
+from bench.common import bench_stack, entry, say, size_main
 
 if TYPE_CHECKING:
     from bloasis.config import Settings
@@ -152,11 +151,5 @@ def run(size: str = "full", settings: Settings | None = None) -> list[dict[str, 
     ]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--size", choices=tuple(SIZES), default="full")
-    emit(run(ap.parse_args().size))
-
-
 if __name__ == "__main__":
-    main()
+    size_main(__doc__, SIZES, run)

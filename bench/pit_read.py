@@ -16,7 +16,6 @@ revised bars.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import pandas as pd
 
-from bench.common import bench_stack, emit, entry, say
+from bench.common import bench_stack, entry, say, size_main
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -269,12 +268,5 @@ def run(size: str = "full", settings: Settings | None = None) -> list[dict[str, 
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--size", choices=tuple(SIZES), default="full")
-    args = ap.parse_args()
-    emit(run(args.size))
-
-
 if __name__ == "__main__":
-    main()
+    size_main(__doc__, SIZES, run)

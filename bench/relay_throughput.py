@@ -11,7 +11,6 @@ the target is 20,000 events/s. Seeding the outbox (COPY) is not timed.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
@@ -19,7 +18,7 @@ import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Final
 
-from bench.common import bench_stack, emit, entry, say
+from bench.common import bench_stack, entry, say, size_main
 
 if TYPE_CHECKING:
     from bloasis.config import Settings
@@ -206,11 +205,5 @@ def run(size: str = "full", settings: Settings | None = None) -> list[dict[str, 
     ]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--size", choices=tuple(SIZES), default="full")
-    emit(run(ap.parse_args().size))
-
-
 if __name__ == "__main__":
-    main()
+    size_main(__doc__, SIZES, run)

@@ -588,6 +588,51 @@ def _require_columns(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
         raise ValueError(f"{what}: missing column(s) {', '.join(missing)}")
 
 
+@dataclass(frozen=True)
+class _VersionSQL:
+    """The statements that turn a staged batch (a temp table) into versions of one table."""
+
+    diff: str
+    stats: str
+    supersede: str
+    insert_revisions: str
+    revisions: str
+    insert_new: str
+    fields: tuple[str, ...]
+
+
+_BARS_SQL: Final = _VersionSQL(
+    _BARS_DIFF, _BARS_STATS, _BARS_SUPERSEDE, _BARS_INSERT_REVISIONS, _BARS_REVISIONS,
+    _BARS_INSERT_NEW, tuple(FIELDS),
+)  # fmt: skip
+_SERIES_SQL: Final = _VersionSQL(
+    _SERIES_DIFF, _SERIES_STATS, _SERIES_SUPERSEDE, _SERIES_INSERT_REVISIONS,
+    _SERIES_REVISIONS, _SERIES_INSERT_NEW, ("value",),
+)  # fmt: skip
+
+
+def _apply_versions(
+    cur: Any, sql: _VersionSQL, p: dict[str, Any], what: str, n: int
+) -> tuple[int, int, list[Revision]]:
+    """From the staged batch: revisions (the current version superseded, a new one inserted),
+    then first versions; (inserted, revised, the first revisions listed)."""
+    cur.execute(sql.diff, p)
+    revised, older = cur.execute(sql.stats, p).fetchone()
+    if older:
+        raise ValueError(
+            f"{what}: {older} revision(s) ingested at {p['t'].isoformat()}, "
+            "before the version they would replace (ingest times must not go backwards)"
+        )
+    listed: list[Revision] = []
+    if revised:
+        cur.execute(sql.supersede, p)
+        cur.execute(sql.insert_revisions, p)
+        rows = cur.execute(sql.revisions, {**p, "limit": MAX_REVISIONS_LISTED}).fetchall()
+        listed = _revisions(rows, sql.fields)
+    cur.execute(sql.insert_new, p)
+    return int(cur.rowcount), int(revised), listed
+
+
 def write_bars(
     conn: Connection,
     bars: pd.DataFrame,
@@ -625,27 +670,11 @@ def write_bars(
         _copy_in(cur, _BARS_COPY_IN, rec)
         if n > _ANALYZE_ROWS:
             cur.execute("ANALYZE md_bars_in")
-        cur.execute(_BARS_DIFF, p)
-        revised, older = cur.execute(_BARS_STATS, p).fetchone()
-        if older:
-            raise ValueError(
-                f"write_bars: {older} revision(s) ingested at {ingested_at.isoformat()}, "
-                "before the version they would replace (ingest times must not go backwards)"
-            )
-        listed: list[Revision] = []
-        if revised:
-            cur.execute(_BARS_SUPERSEDE, p)
-            cur.execute(_BARS_INSERT_REVISIONS, p)
-            listed = _revisions(
-                cur.execute(_BARS_REVISIONS, {**p, "limit": MAX_REVISIONS_LISTED}).fetchall(),
-                FIELDS,
-            )
-        cur.execute(_BARS_INSERT_NEW, p)
-        inserted = int(cur.rowcount)
+        inserted, revised, listed = _apply_versions(cur, _BARS_SQL, p, "write_bars", n)
         if inserted > 100_000:
             # A vintage-sized load: fresh statistics for the reads and comparisons that follow.
             cur.execute("ANALYZE md_bars")
-    return WriteOutcome(inserted, int(revised), n - inserted - int(revised), listed)
+    return WriteOutcome(inserted, revised, n - inserted - revised, listed)
 
 
 def write_series(
@@ -682,24 +711,8 @@ def write_series(
         cur.execute(_SERIES_NAMES, {"names": names})
         if n > _ANALYZE_ROWS:
             cur.execute("ANALYZE md_series_in")
-        cur.execute(_SERIES_DIFF, p)
-        revised, older = cur.execute(_SERIES_STATS, p).fetchone()
-        if older:
-            raise ValueError(
-                f"write_series: {older} revision(s) ingested at {ingested_at.isoformat()}, "
-                "before the version they would replace (ingest times must not go backwards)"
-            )
-        listed: list[Revision] = []
-        if revised:
-            cur.execute(_SERIES_SUPERSEDE, p)
-            cur.execute(_SERIES_INSERT_REVISIONS, p)
-            listed = _revisions(
-                cur.execute(_SERIES_REVISIONS, {**p, "limit": MAX_REVISIONS_LISTED}).fetchall(),
-                ("value",),
-            )
-        cur.execute(_SERIES_INSERT_NEW, p)
-        inserted = int(cur.rowcount)
-    return WriteOutcome(inserted, int(revised), n - inserted - int(revised), listed)
+        inserted, revised, listed = _apply_versions(cur, _SERIES_SQL, p, "write_series", n)
+    return WriteOutcome(inserted, revised, n - inserted - revised, listed)
 
 
 # ------------------------------------------------------------------------------------------------
