@@ -813,7 +813,7 @@ def last_dates(conn: Connection) -> list[LastDate]:
 # The bars come packed: one row per symbol, a bytea of its visible bars as fixed-width records
 # (`_BARS_PACKED_DTYPE`). libpq delivers a COPY row per message, and iterating 1.2 M messages
 # costs more on the client (~1.4 us each) than the server spends packing them.
-_READ_BARS_ALL = """
+_READ_BARS = """
 COPY (
   SELECT string_agg(
            int4send(symbol_id) || int4send(session - DATE '2000-01-01')
@@ -824,21 +824,7 @@ COPY (
   WHERE session <= %(end)s
     AND (available_at IS NULL OR available_at <= %(k)s)
     AND (superseded_at IS NULL OR superseded_at > %(k)s)
-  GROUP BY symbol_id
-) TO STDOUT (FORMAT binary)
-"""
-_READ_BARS_SOME = """
-COPY (
-  SELECT string_agg(
-           int4send(symbol_id) || int4send(session - DATE '2000-01-01')
-           || float8send(open) || float8send(high) || float8send(low) || float8send(close)
-           || float8send(adj_close) || float8send(volume),
-           ''::bytea)
-  FROM md_bars
-  WHERE session <= %(end)s
-    AND (available_at IS NULL OR available_at <= %(k)s)
-    AND (superseded_at IS NULL OR superseded_at > %(k)s)
-    AND symbol_id = ANY(%(ids)s::int4[])
+    AND (%(all)s OR symbol_id = ANY(%(ids)s::int4[]))
   GROUP BY symbol_id
 ) TO STDOUT (FORMAT binary)
 """
@@ -906,10 +892,8 @@ def read_visible_bars(
     saved = conn.execute(_READ_SETTINGS_GET).one()
     conn.execute(_READ_SETTINGS_SET, {"mem": READ_WORK_MEM, "par": "0"})
     try:
-        if symbol_ids is None:
-            buf = _copy_out(conn, _READ_BARS_ALL, p)
-        else:
-            buf = _copy_out(conn, _READ_BARS_SOME, {**p, "ids": [int(i) for i in symbol_ids]})
+        ids = [] if symbol_ids is None else [int(i) for i in symbol_ids]
+        buf = _copy_out(conn, _READ_BARS, {**p, "all": symbol_ids is None, "ids": ids})
     finally:
         conn.execute(_READ_SETTINGS_SET, {"mem": saved[0], "par": saved[1]})
     return _visible(_unpack_bytea_rows(buf, _BARS_PACKED_DTYPE), "symbol_id", FIELDS)
