@@ -649,3 +649,21 @@ def test_a_universe_member_without_stored_bars_is_left_out_not_fatal(
     md, _ = load_market_data_with_issues(None, "live", settings=settings)
     assert "ZZZZ" not in md.symbols and len(md.symbols) == 20
     assert "1 of 21 universe members have no stored bars and are left out (ZZZZ)" in caplog.text
+
+
+def test_a_bad_bar_fails_the_ingest_naming_it_or_is_quarantined(
+    live: Settings, provider: LocalProvider, clean_db: Engine
+) -> None:
+    from bloasis.marketdata import DataValidationError
+
+    provider.publish_through(date(2016, 6, 2))
+    provider.revise("MSFT", date(2016, 6, 2), close=-1.0)  # a broken print
+    with pytest.raises(DataValidationError, match=r"MSFT 2016-06-02 \[non_positive\]"):
+        ingest.run_ingest(live, now=after_close(date(2016, 6, 2)))
+    assert stored_close(clean_db, "MSFT", date(2016, 6, 2)) == []
+    out = ingest.run_ingest(
+        live.model_copy(update={"quarantine": True}), now=after_close(date(2016, 6, 2))
+    )
+    assert any("MSFT 2016-06-02 [non_positive]" in q for q in out.quarantined)
+    assert stored_close(clean_db, "MSFT", date(2016, 6, 2)) == []
+    assert len(stored_close(clean_db, "KO", date(2016, 6, 2))) == 1
