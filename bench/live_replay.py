@@ -14,6 +14,7 @@ the provider's clock file (when it published each session) and polls `GetCurrent
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -101,6 +102,16 @@ def run(sessions: int = 12, every: int = 15, start: date = date(2022, 11, 1)) ->
                 for d in sorted(served)
             }
             missing = [d.isoformat() for d in sorted(published) if d not in served]
+            # What an operator sees at that moment: `bloasis status` and `bloasis data status`.
+            shown = {}
+            for what in (["status", "--json"], ["data", "status", "--json"]):
+                got = subprocess.run([bloasis, *what], env=env, cwd=ROOT, capture_output=True,
+                                     text=True, timeout=120, check=False)  # fmt: skip
+                shown[what[0] if len(what) == 2 else "data"] = (
+                    json.loads(got.stdout) if got.returncode == 0 else {"error": got.stderr}
+                )
+            freshness = shown["status"].get("store", {}).get("freshness", {})
+            sources = {r["key"]: r["source"] for r in shown["data"].get("series", [])}
         finally:
             down = subprocess.run([bloasis, "down"], env=env, cwd=ROOT, capture_output=True,
                                   text=True, timeout=180, check=False)  # fmt: skip
@@ -122,6 +133,8 @@ def run(sessions: int = 12, every: int = 15, start: date = date(2022, 11, 1)) ->
         latencies_s=latencies,
         not_served=missing,
         up_s=round(up_s, 1),
+        status_freshness=freshness,
+        data_status_sources=sources,
     )
 
 
