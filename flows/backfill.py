@@ -3,21 +3,18 @@ artifact while chunks persist, and the validation report as a markdown artifact.
 
 from __future__ import annotations
 
-import uuid
 from datetime import date
-from typing import Any, cast
+from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from bloasis import progress
 from bloasis.app import backfill
 from bloasis.config import Settings
 from bloasis.pipeline import BulkOutcome
 from bloasis.regime.types import RegimeResult
-from flows.common import PrefectReporter, flow_run_id, one_api_client
+from flows.common import PrefectReporter, flow_run_id, one_api_client, progress_artifact
 from tasks.common import STORE_RETRIES
 from tasks.publish import relay_outbox
 from tasks.regime import load_market_data
@@ -32,17 +29,7 @@ validation_report = task(name="validation-report", cache_policy=NO_CACHE)(
 @task(name="persist-range", cache_policy=NO_CACHE, **STORE_RETRIES)
 def persist_range(settings: Settings, results: list[RegimeResult], chunk_size: int) -> BulkOutcome:
     """`backfill.persist_range`, its progress shown as a progress artifact."""
-    artifact_id = cast(
-        uuid.UUID,
-        create_progress_artifact(
-            progress=0.0, key="backfill-progress", description="Backfill: sessions persisted"
-        ),
-    )
-
-    def to_artifact(stage: str, done: int, total: int) -> None:
-        update_progress_artifact(artifact_id, progress=100.0 * done / max(total, 1))
-
-    with progress.listen(to_artifact):
+    with progress_artifact("backfill-progress", "Backfill: sessions persisted"):
         return backfill.persist_range(settings, results, chunk_size)
 
 

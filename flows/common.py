@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import date
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from prefect.context import SyncClientContext
 
@@ -37,6 +38,24 @@ def one_api_client(
     # globals of the function it holds, which are this module's: hand it resolved ones.
     wrapper.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
     return wrapper
+
+
+@contextlib.contextmanager
+def progress_artifact(key: str, description: str) -> Iterator[None]:
+    """A progress artifact in the UI that follows `bloasis.progress` reports in the body."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    from bloasis import progress
+
+    artifact_id = cast(
+        uuid.UUID, create_progress_artifact(progress=0.0, key=key, description=description)
+    )
+
+    def to_artifact(stage: str, done: int, total: int) -> None:
+        update_progress_artifact(artifact_id, progress=100.0 * done / max(total, 1))
+
+    with progress.listen(to_artifact):
+        yield
 
 
 def flow_run_id() -> uuid.UUID:

@@ -11,17 +11,22 @@ from prefect.cache_policies import NO_CACHE
 
 from bloasis import calendar
 from bloasis.app import steps
-from bloasis.app.ingest import PROVIDERS, format_outcome, pipeline_due
-from bloasis.config import load_settings
-from flows.common import PrefectReporter, one_api_client
+from bloasis.app.ingest import PROVIDERS, IngestOutcome, format_outcome, pipeline_due
+from bloasis.config import Settings, load_settings
+from flows.common import PrefectReporter, one_api_client, progress_artifact
 from flows.pipeline import daily_pipeline
 from tasks.common import STORE_RETRIES
 
+
 # HTTP failures are retried inside the provider clients (backoff, Retry-After); the task's own
 # retries are for a database outage only (`retry_on_transient`), so the layers never multiply.
-ingest_market_data = task(name="ingest-market-data", cache_policy=NO_CACHE, **STORE_RETRIES)(
-    steps.ingest_market_data
-)
+@task(name="ingest-market-data", cache_policy=NO_CACHE, **STORE_RETRIES)
+def ingest_market_data(
+    settings: Settings, since: date | None, providers: tuple[str, ...]
+) -> IngestOutcome:
+    """`steps.ingest_market_data`, the provider requests answered shown as a progress artifact."""
+    with progress_artifact("ingest-progress", "Ingest: provider requests answered"):
+        return steps.ingest_market_data(settings, since, providers)
 
 
 def _run_name() -> str:
