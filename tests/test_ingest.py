@@ -667,3 +667,20 @@ def test_a_bad_bar_fails_the_ingest_naming_it_or_is_quarantined(
     assert any("MSFT 2016-06-02 [non_positive]" in q for q in out.quarantined)
     assert stored_close(clean_db, "MSFT", date(2016, 6, 2)) == []
     assert len(stored_close(clean_db, "KO", date(2016, 6, 2))) == 1
+
+
+def test_the_first_ingest_loads_the_embedded_history_as_the_first_vintage(
+    stack_settings: Settings, provider: LocalProvider, clean_db: Engine
+) -> None:
+    settings = stack_settings.model_copy(
+        update={"universe": "live", "live_universe": "current20", "fred_url": provider.base_url,
+                "yahoo_url": provider.base_url, "fred_api_key": SecretStr(KEY)}
+    )  # fmt: skip
+    out = ingest.run_ingest(settings, now=after_close(SEEDED))
+    # The index and the 20 stocks since 1990 (each from its listing), and the series.
+    assert out.seeded == count(clean_db, MarketBarRow) + count(clean_db, MarketSeriesRow)
+    assert count(clean_db, MarketBarRow) > 170_000
+    assert out.status == "up to date"  # the store now reaches 2022-12-28, past the target
+    assert "history vintage loaded first" in ingest.format_outcome(out)
+    again = ingest.run_ingest(settings, now=after_close(SEEDED))
+    assert again.seeded == 0

@@ -667,7 +667,7 @@ def run_ingest(
         engine, _LOCK_KEY, what="market-data ingest", timeout_s=settings.run_lock_timeout_seconds
     ) as waited:
         out.timings["lock_wait_s"] = waited
-        out.seeded = _ensure_history(engine, now)
+        out.seeded = _ensure_history(engine)
         universe = load_universe(settings.live_universe)
         members = [(m.symbol, m.yahoo) for m in universe.members]
         with engine.connect() as conn:
@@ -764,14 +764,16 @@ def run_ingest(
     return out
 
 
-def _ensure_history(engine: Engine, now: datetime) -> int:
+def _ensure_history(engine: Engine) -> int:
     """An empty store gets the embedded dataset as its first vintage (rows loaded)."""
     with engine.connect() as conn:
         if any(r.key == INDEX_SYMBOL for r in md_store.last_dates(conn)):
             return 0
-    got = md_store.load_embedded_vintage(engine, now=now)
-    log.info("empty store: the embedded 1990–2022 history loaded as the first vintage")
-    return int(getattr(got, "rows", 0) or 0)
+    got = md_store.load_embedded_vintage(engine)
+    rows = got.bars.inserted + got.series.inserted
+    log.info("empty store: the embedded 1990–2022 history loaded as its first vintage (%d rows)",
+             rows)  # fmt: skip
+    return rows
 
 
 def _record_failure(
