@@ -684,3 +684,43 @@ def test_the_first_ingest_loads_the_embedded_history_as_the_first_vintage(
     assert "history vintage loaded first" in ingest.format_outcome(out)
     again = ingest.run_ingest(settings, now=after_close(SEEDED))
     assert again.seeded == 0
+
+
+def test_a_rerun_of_a_past_session_reads_it_as_known_at_its_cut_off(
+    live: Settings, provider: LocalProvider, clean_db: Engine
+) -> None:
+    """The regime of a session, recomputed after a revision of its data arrived, is computed
+    from the same data as the first time (same snapshot hash): reproducible."""
+    provider.publish_through(date(2016, 6, 2))
+    ingest.run_ingest(live, now=after_close(date(2016, 6, 2)))
+    req = DailyRequest(strategies=False, relay=False)
+    first = asyncio.run(run_daily(req, run_id=uuid.uuid4(), settings=live))
+    assert first["as_of"] == "2016-06-02"
+    old = stored_close(clean_db, "KO", date(2016, 6, 2))[0][1]
+    provider.revise("KO", date(2016, 6, 2), close=old * 1.01, adjclose=old * 1.01)
+    provider.publish_next()
+    out = ingest.run_ingest(live, now=after_close(date(2016, 6, 3)))
+    assert out.bars["revised"] == 1
+    # Another model version: a real recomputation of 2016-06-02, not a no-op rerun.
+    other = live.model_copy(update={"model_version": live.model_version + "-b"})
+    again = asyncio.run(
+        run_daily(dataclasses.replace(req, as_of=date(2016, 6, 2)), run_id=uuid.uuid4(),
+                  settings=other)
+    )  # fmt: skip
+    assert again["historical"] is True
+    with clean_db.connect() as conn:
+        hashes = dict(
+            conn.execute(
+                text("SELECT id::text, data_snapshot_hash FROM pipeline_runs WHERE id::text IN"
+                     " (:a, :b)"), {"a": first["run_id"], "b": again["run_id"]},
+            ).all()
+        )  # fmt: skip
+    assert hashes[first["run_id"]] == hashes[again["run_id"]]
+    newest = asyncio.run(run_daily(req, run_id=uuid.uuid4(), settings=other))
+    assert newest["as_of"] == "2016-06-03"
+    with clean_db.connect() as conn:
+        later = conn.execute(
+            text("SELECT data_snapshot_hash FROM pipeline_runs WHERE id::text = :a"),
+            {"a": newest["run_id"]},
+        ).scalar_one()
+    assert later != hashes[first["run_id"]]

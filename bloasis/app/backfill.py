@@ -135,7 +135,7 @@ def validation_report(md: MarketData, frame: pd.DataFrame, plan: BackfillPlan) -
 
 @dataclass(frozen=True)
 class BackfillSteps:
-    load_market_data: Callable[[Settings, str], MarketData]
+    load_market_data: Callable[[Settings, str, date | None], MarketData]
     classify_range: Callable[
         [MarketData, date, date, RegimeModel, uuid.UUID],
         tuple[BackfillPlan, list[RegimeResult], pd.DataFrame],
@@ -192,7 +192,7 @@ async def run_backfill(
     model = resolve_model(settings.model_version, universe)
     engine = get_engine(settings)
     t0 = time.perf_counter()
-    md = steps.load_market_data(settings, universe).as_of(req.end)
+    md = steps.load_market_data(settings, universe, req.end).as_of(req.end)
     pipeline.begin_run(
         engine,
         run_id=run_id,

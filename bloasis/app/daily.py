@@ -79,7 +79,7 @@ class DailySteps:
     the flow passes the same functions wrapped as Prefect tasks, and a `derive_users` that
     submits one task per chunk to its task runner (threads or Dask)."""
 
-    load_market_data: Callable[[Settings, str], MarketData]
+    load_market_data: Callable[[Settings, str, date | None], MarketData]
     warm_up_history: Callable[
         [Settings, MarketData, date, int, uuid.UUID, RegimeModel], pipeline.BulkOutcome
     ]
@@ -259,7 +259,7 @@ async def run_daily(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    md = steps.load_market_data(settings, universe)
+    md = steps.load_market_data(settings, universe, None)
     newest = md.last_date  # for live data: the newest complete session stored
     as_of = req.as_of
     if req.replay:
@@ -281,7 +281,12 @@ async def run_daily(
             caught_up = await _catch_up(
                 req, missed, settings, steps, reporter, run_session, logger, now
             )
-    md = md.as_of(resolved)  # point in time: nothing after the as-of reaches the run
+    if live and resolved < newest:
+        # An older session of the point-in-time store is read as it was known at its cut-off
+        # (revisions seen later stay out), so its result is the one a run on that day made.
+        md = steps.load_market_data(settings, universe, resolved)
+    else:
+        md = md.as_of(resolved)  # point in time: nothing after the as-of reaches the run
     await reporter.resolved(resolved, replay=req.replay)
     params = {
         "as_of": resolved.isoformat(),

@@ -32,10 +32,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def load_market_data(settings: Settings, universe: str) -> MarketData:
-    """Everything the source has, up to its newest usable session (for the live store: the
-    newest session complete at this moment, see `pipeline.load_market_data_with_issues`)."""
-    md, issues = pipeline.load_market_data_with_issues(None, universe, settings=settings)
+def load_market_data(settings: Settings, universe: str, end: date | None = None) -> MarketData:
+    """What the source has up to `end` (default: its newest usable session; for the live
+    store, the newest session complete at this moment, read as known now; with `end`, as known
+    at that session's cut-off: see `pipeline.load_market_data_with_issues`)."""
+    md, issues = pipeline.load_market_data_with_issues(end, universe, settings=settings)
     if issues:
         shown = "; ".join(f"{i.symbol} {i.date} {i.rule}" for i in issues[:10])
         more = f" and {len(issues) - 10} more" if len(issues) > 10 else ""
