@@ -259,8 +259,12 @@ async def run_daily(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    md = steps.load_market_data(settings, universe, None)
-    newest = md.last_date  # for live data: the newest complete session stored
+    # An older session of the point-in-time store is read as it was known at its cut-off
+    # (revisions seen later stay out), so its result is the one a run on that day made.
+    newest_live = pipeline.newest_live_session(settings) if live and req.as_of else None
+    end = req.as_of if newest_live and req.as_of and req.as_of < newest_live else None
+    md = steps.load_market_data(settings, universe, end)
+    newest = newest_live or md.last_date  # for live data: the newest complete session stored
     as_of = req.as_of
     if req.replay:
         assert settings.replay_start is not None  # checked above, before the load
@@ -281,12 +285,7 @@ async def run_daily(
             caught_up = await _catch_up(
                 req, missed, settings, steps, reporter, run_session, logger, now
             )
-    if live and resolved < newest:
-        # An older session of the point-in-time store is read as it was known at its cut-off
-        # (revisions seen later stay out), so its result is the one a run on that day made.
-        md = steps.load_market_data(settings, universe, resolved)
-    else:
-        md = md.as_of(resolved)  # point in time: nothing after the as-of reaches the run
+    md = md.as_of(resolved)  # point in time: nothing after the as-of reaches the run
     await reporter.resolved(resolved, replay=req.replay)
     params = {
         "as_of": resolved.isoformat(),

@@ -797,6 +797,7 @@ def pipeline_due(settings: Settings) -> tuple[bool, int]:
     should warm up): with live market data, the newest stored complete session is newer than
     the last profile strategy (or regime, for none); a first run warms up a year of regimes."""
     from bloasis.config import parse_universe
+    from bloasis.pipeline import newest_live_session
     from bloasis.regime.model import resolve_model
     from bloasis.store import regimes
     from bloasis.store import strategies as strategy_store
@@ -804,17 +805,12 @@ def pipeline_due(settings: Settings) -> tuple[bool, int]:
     if parse_universe(settings.universe)[0] != "live":
         return False, 0
     mv = resolve_model(settings.model_version, settings.universe).version
-    target = calendar.latest_complete_session(
-        market_now(settings), timedelta(seconds=settings.session_settle_seconds)
-    )
-    with get_engine(settings).connect() as conn:
-        newest = next((r.last_date for r in md_store.last_dates(conn) if r.key == INDEX_SYMBOL),
-                      None)  # fmt: skip
-        done = strategy_store.latest_strategy_as_of(conn, mv)
-        first = regimes.latest_regime(conn, mv) is None
+    newest = newest_live_session(settings)
     if newest is None:
         return False, 0
-    newest = min(newest, target)
+    with get_engine(settings).connect() as conn:
+        done = strategy_store.latest_strategy_as_of(conn, mv)
+        first = regimes.latest_regime(conn, mv) is None
     return (done is None or done < newest), (365 if first else 0)
 
 
