@@ -28,6 +28,7 @@ from typing import Any
 from bench.common import emit, entry, say
 
 ROOT = Path(__file__).resolve().parent.parent
+TARGET_S = 30.0
 
 
 def _env(state: Path) -> dict[str, str]:
@@ -101,7 +102,13 @@ def run(sessions: int = 12, every: int = 15, start: date = date(2022, 11, 1)) ->
                 d.isoformat(): round((served[d] - published[d]).total_seconds(), 2)
                 for d in sorted(served)
             }
-            missing = [d.isoformat() for d in sorted(published) if d not in served]
+            # Not served within the target: a session published moments ago is still on its way.
+            end = datetime.now().astimezone()
+            missing = [
+                d.isoformat()
+                for d in sorted(published)
+                if d not in served and (end - published[d]).total_seconds() > TARGET_S
+            ]
             # What an operator sees at that moment: `bloasis status` and `bloasis data status`.
             shown = {}
             for what in (["status", "--json"], ["data", "status", "--json"]):
@@ -125,7 +132,7 @@ def run(sessions: int = 12, every: int = 15, start: date = date(2022, 11, 1)) ->
         "s",
         compared_to="target 30 s (worst session)",
         target="<= 30 s from a session's publication to its regime served over gRPC",
-        met=bool(values) and worst <= 30 and not missing,
+        met=bool(values) and worst <= TARGET_S and not missing,
         sessions=len(values),
         every_s=every,
         p50_s=round(p50, 2),
