@@ -342,13 +342,12 @@ def _data_import(args: argparse.Namespace) -> int:
 def _data_ingest(args: argparse.Namespace) -> int:
     """Fetch what the live providers published into the point-in-time store."""
     from bloasis import progress
-    from bloasis.app.ingest import PROVIDERS, IngestRequest, format_outcome, run_ingest
+    from bloasis.app.ingest import IngestRequest, format_outcome, run_ingest
 
     settings = load_settings()
     _migrate(settings)
-    req = IngestRequest(
-        since=args.since, providers=(args.provider,) if args.provider else PROVIDERS
-    )
+    default = tuple(settings.live_providers.split(","))
+    req = IngestRequest(since=args.since, providers=(args.provider,) if args.provider else default)
     with progress.listen(progress.TerminalBar()):
         out = run_ingest(settings, req)
     if args.json:

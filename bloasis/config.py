@@ -92,6 +92,11 @@ class Settings(BaseSettings):
         description="symbols ingested and scored with live data: sp500 (shipped S&P 500 file),"
         " current20 (the embedded 20 stocks) or file:PATH (CSV symbol,name,sector[,yahoo])",
     )
+    live_providers: str = Field(
+        default="fred,yahoo",
+        description="providers the ingest uses: fred,yahoo (both), or yahoo alone (no FRED key:"
+        " VIX from Yahoo, no Treasury or credit series)",
+    )
     fred_url: str = Field(default="https://api.stlouisfed.org", description="FRED API base URL")
     fred_api_key: SecretStr | None = Field(default=None, description="FRED API key (a secret)")
     yahoo_url: str = Field(
@@ -316,6 +321,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"no such file: {v[5:]}")
             return v
         raise ValueError("expected sp500, current20 or file:PATH (CSV symbol,name,sector[,yahoo])")
+
+    @field_validator("live_providers")
+    @classmethod
+    def _live_providers(cls, v: str) -> str:
+        names = [n.strip() for n in v.split(",") if n.strip()]
+        if not names or sorted(set(names)) != sorted(names) or set(names) - {"fred", "yahoo"}:
+            raise ValueError("expected a comma-separated subset of fred,yahoo, e.g. fred,yahoo")
+        if "yahoo" not in names:
+            raise ValueError("yahoo is required: it is the source of the index and stock bars")
+        return ",".join(names)
 
     @field_validator("market_clock")
     @classmethod

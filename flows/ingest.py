@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from bloasis import calendar
 from bloasis.app import steps
-from bloasis.app.ingest import PROVIDERS, IngestOutcome, format_outcome, pipeline_due
+from bloasis.app.ingest import IngestOutcome, format_outcome, pipeline_due
 from bloasis.config import Settings, load_settings
 from flows.common import PrefectReporter, one_api_client, progress_artifact
 from flows.pipeline import daily_pipeline
@@ -22,7 +22,7 @@ from tasks.common import STORE_RETRIES
 # retries are for a database outage only (`retry_on_transient`), so the layers never multiply.
 @task(name="ingest-market-data", cache_policy=NO_CACHE, **STORE_RETRIES)
 def ingest_market_data(
-    settings: Settings, since: date | None, providers: tuple[str, ...]
+    settings: Settings, since: date | None, providers: tuple[str, ...] | None
 ) -> IngestOutcome:
     """`steps.ingest_market_data`, the provider requests answered shown as a progress artifact."""
     with progress_artifact("ingest-progress", "Ingest: provider requests answered"):
@@ -45,7 +45,7 @@ async def market_data_ingest(
     pipeline, which computes each of them in order."""
     logger = get_run_logger()
     settings = load_settings()
-    out = ingest_market_data(settings, since, tuple(providers or PROVIDERS))
+    out = ingest_market_data(settings, since, tuple(providers) if providers else None)
     await PrefectReporter().markdown(
         "market-data-ingest", format_outcome(out, markdown=True), f"Ingest up to {out.target}"
     )

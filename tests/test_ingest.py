@@ -566,6 +566,8 @@ def test_settings_validate_live_names(stack_settings: Settings) -> None:
         load_settings(state_dir=stack_settings.state_dir, live_universe="sp600")
     with pytest.raises(SettingsError, match="BLOASIS_MARKET_CLOCK"):
         load_settings(state_dir=stack_settings.state_dir, market_clock="lunar")
+    with pytest.raises(SettingsError, match=r"BLOASIS_LIVE_PROVIDERS='fred': .*yahoo is required"):
+        load_settings(state_dir=stack_settings.state_dir, live_providers="fred")
     assert dataclasses.is_dataclass(ingest.IngestOutcome)
 
 
@@ -724,3 +726,23 @@ def test_a_rerun_of_a_past_session_reads_it_as_known_at_its_cut_off(
             {"a": newest["run_id"]},
         ).scalar_one()
     assert later != hashes[first["run_id"]]
+
+
+def test_yahoo_alone_needs_no_fred_key(
+    live: Settings, provider: LocalProvider, clean_db: Engine, tmp_path: Any
+) -> None:
+    from bloasis.app import steps
+    from bloasis.clock import write_clock_file
+
+    clock = tmp_path / "clock.json"  # the market's clock, as a replay's provider keeps it
+    write_clock_file(clock, date(2016, 6, 3), datetime.now(UTC))
+    settings = live.model_copy(
+        update={"live_providers": "yahoo", "fred_api_key": None, "market_clock": f"file:{clock}"}
+    )
+    provider.publish_through(date(2016, 6, 3))
+    provider.clear_requests()
+    out = steps.ingest_market_data(settings)
+    assert out.new_sessions and not [r for r in provider.requests if r.path.startswith("/fred")]
+    with clean_db.connect() as conn:
+        cur = md_store.current_series(conn, ["VIX"], date(2016, 6, 2), date(2016, 6, 3))
+    assert set(cur["source"]) == {"yahoo"}

@@ -179,5 +179,6 @@ def ingest_market_data(
     """Live providers -> the point-in-time store (`bloasis.app.ingest.run_ingest`)."""
     from bloasis.app import ingest
 
-    req = ingest.IngestRequest(since=since, providers=providers or ingest.PROVIDERS)
+    default = tuple(settings.live_providers.split(","))
+    req = ingest.IngestRequest(since=since, providers=providers or default)
     return ingest.run_ingest(settings, req)
