@@ -633,6 +633,31 @@ def _apply_versions(
     return int(cur.rowcount), int(revised), listed
 
 
+def _stage(
+    conn: Connection,
+    df: pd.DataFrame,
+    key: tuple[str, str],
+    cols: tuple[str, ...],
+    ingested_at: datetime,
+    what: str,
+) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray, list[str]] | None:
+    """Checks and codes shared by the writers: (key codes, keys, days, source codes, sources),
+    None for an empty batch; takes the writers' transaction lock."""
+    _check_time(ingested_at)
+    _require_columns(df, (*key, *cols), f"write_{what}")
+    if len(df) == 0:
+        return None
+    key_codes, keys = _codes(df[key[0]].to_numpy())
+    days = _days_of(df[key[1]])
+    if pd.DataFrame({"s": key_codes, "d": days}).duplicated().any():
+        raise ValueError(
+            f"write_{what}: a ({key[0]}, {key[1]}) appears more than once in the batch"
+        )
+    src_codes, sources = _codes(df["source"].to_numpy())
+    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK_ID})
+    return key_codes, keys, days, src_codes, sources
+
+
 def write_bars(
     conn: Connection,
     bars: pd.DataFrame,
@@ -645,17 +670,11 @@ def write_bars(
     source; NaN = unknown): a first version for new (symbol, session) keys, nothing for values
     equal to the current version, a revision for different ones (module docstring). Unknown
     symbols are created (`upsert_symbols` sets their kind, name and sector)."""
-    _check_time(ingested_at)
-    _require_columns(bars, ("symbol", "session", *FIELDS, "source"), "write_bars")
     n = len(bars)
-    if n == 0:
+    staged = _stage(conn, bars, ("symbol", "session"), (*FIELDS, "source"), ingested_at, "bars")
+    if staged is None:
         return WriteOutcome()
-    sym_codes, symbols = _codes(bars["symbol"].to_numpy())
-    days = _days_of(bars["session"])
-    if pd.DataFrame({"s": sym_codes, "d": days}).duplicated().any():
-        raise ValueError("write_bars: a (symbol, session) appears more than once in the batch")
-    src_codes, sources = _codes(bars["source"].to_numpy())
-    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK_ID})
+    sym_codes, symbols, days, src_codes, sources = staged
     ids = _ensure_symbols(conn, symbols)
     rec = _records(_BARS_IN_DTYPE, n)
     rec["symbol_id"] = np.array([ids[s] for s in symbols], dtype=np.int32)[sym_codes]
@@ -687,17 +706,11 @@ def write_series(
 ) -> WriteOutcome:
     """Store series observations (columns series, obs_date, value, source); same versioning as
     `write_bars`."""
-    _check_time(ingested_at)
-    _require_columns(rows, ("series", "obs_date", "value", "source"), "write_series")
     n = len(rows)
-    if n == 0:
+    staged = _stage(conn, rows, ("series", "obs_date"), ("value", "source"), ingested_at, "series")
+    if staged is None:
         return WriteOutcome()
-    key_codes, names = _codes(rows["series"].to_numpy())
-    days = _days_of(rows["obs_date"])
-    if pd.DataFrame({"s": key_codes, "d": days}).duplicated().any():
-        raise ValueError("write_series: a (series, obs_date) appears more than once in the batch")
-    src_codes, sources = _codes(rows["source"].to_numpy())
-    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK_ID})
+    key_codes, names, days, src_codes, sources = staged
     rec = _records(_SERIES_IN_DTYPE, n)
     rec["k"] = key_codes + 1
     rec["day"] = days.astype(np.int64) - _PG_EPOCH_DAYS
