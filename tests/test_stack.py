@@ -48,6 +48,14 @@ def _env(state_dir: Path) -> dict[str, str]:
     return {s.name: s.url or "" for s in stack.status(state_dir)}
 
 
+def _same_process_alive(pid: int, create_time: float) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - create_time) < 1e-3 and proc.status() != "zombie"
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _by_name(state_dir: Path) -> dict[str, stack.ServiceStatus]:
     return {s.name: s for s in stack.status(state_dir)}
 
@@ -222,9 +230,11 @@ def test_down_stops_everything_and_up_reuses_data_and_ports(state: Path) -> None
     before = _by_name(state)
     with psycopg.connect(_env(state)["postgres"], autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS stack_marker (x int)")
-    pids = [s.pid for s in before.values()]
+    # (pid, start time): on a long run PIDs wrap (pid_max 32768 here), so a stopped service's
+    # pid may already belong to another process; what must be gone is the one we started.
+    started = [(s.pid, psutil.Process(s.pid).create_time()) for s in before.values() if s.pid]
     assert sorted(stack.down(state)) == sorted(stack.SERVICES)
-    assert not any(psutil.pid_exists(pid) for pid in pids if pid)
+    assert not any(_same_process_alive(pid, t) for pid, t in started)
     assert not (state / "env").exists()
     assert not any(s.running for s in stack.status(state))
     assert stack.down(state) == []
