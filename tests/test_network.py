@@ -14,16 +14,14 @@ from sqlalchemy import Engine
 from bloasis import calendar
 from bloasis.config import Settings, load_settings
 
-pytestmark = [
-    pytest.mark.network,
-    pytest.mark.skipif(
-        os.environ.get("BLOASIS_NETWORK_TESTS") != "1",
-        reason="talks to the real FRED and Yahoo services: set BLOASIS_NETWORK_TESTS=1 (and "
-        "BLOASIS_FRED_API_KEY)",
-    ),
-]
-FRED_KEY = os.environ.get("BLOASIS_FRED_API_KEY", "")
-needs_fred = pytest.mark.skipif(not FRED_KEY, reason="BLOASIS_FRED_API_KEY is not set")
+# Deselected unless BLOASIS_NETWORK_TESTS=1 (tests/conftest.py).
+pytestmark = [pytest.mark.network]
+
+
+def fred_key() -> str:
+    key = os.environ.get("BLOASIS_FRED_API_KEY", "")
+    assert key, "the FRED part needs BLOASIS_FRED_API_KEY (a free key from fred.stlouisfed.org)"
+    return key
 
 
 def settings() -> Settings:
@@ -43,11 +41,11 @@ def test_yahoo_index_bars_and_a_real_split() -> None:
     assert (date(2020, 8, 31), 4.0) in aapl.splits
 
 
-@needs_fred
 def test_fred_series_and_the_index_cross_check() -> None:
     from bloasis.marketdata.providers.fred import FredProvider
     from bloasis.marketdata.providers.yahoo import YahooProvider
 
+    fred_key()
     s = settings()
     f = FredProvider.from_settings(s)
     end = calendar.exchange_today()
@@ -63,12 +61,12 @@ def test_fred_series_and_the_index_cross_check() -> None:
     assert both and all(abs(c / sp[d] - 1) < s.crosscheck_tolerance for d, c in both)
 
 
-@needs_fred
 def test_a_real_ingest_splices_onto_the_embedded_history(
     stack_settings: Settings, clean_db: Engine
 ) -> None:
     from bloasis.app import ingest
 
+    fred_key()
     live = stack_settings.model_copy(
         update={
             "universe": "live",
