@@ -144,7 +144,21 @@ def plain_pipeline(universe: str) -> dict[str, float]:
 
     req = DailyRequest(trigger="manual", universe=universe)
     summary = asyncio.run(run_daily(req, run_id=uuid.uuid4()))
-    return dict(summary["timings"])
+    return _run_timings(summary["run_id"])
+
+
+def _run_timings(run_id: str) -> dict[str, float]:
+    """The step timings a run recorded in its `pipeline_runs` row."""
+    from sqlalchemy import text
+
+    from bloasis.config import load_settings
+    from bloasis.store.db import get_engine
+
+    with get_engine(load_settings()).connect() as conn:
+        got = conn.execute(
+            text("SELECT timings FROM pipeline_runs WHERE id = :r"), {"r": run_id}
+        ).scalar_one_or_none()
+    return {k: round(float(v), 3) for k, v in (got or {}).items()}
 
 
 def peak_rss_mb() -> float:
@@ -181,7 +195,6 @@ def worker(universe: str, runs: int, load_repeat: int) -> dict[str, Any]:
     """In the child: time the store read, warm up, measure an empty flow run (Prefect's fixed
     cost per run), then `runs` flow runs and `runs` plain runs, alternately."""
     from prefect import flow
-    from sqlalchemy import text
 
     from bloasis.config import load_settings
     from bloasis.marketdata import validate
@@ -252,12 +265,7 @@ def worker(universe: str, runs: int, load_repeat: int) -> dict[str, Any]:
             if kind == "flow":
                 s, summary = flow_once(universe)
                 flows.append(s)
-                with engine.connect() as conn:
-                    got = conn.execute(
-                        text("SELECT timings FROM pipeline_runs WHERE id = :r"),
-                        {"r": summary["run_id"]},
-                    ).scalar_one_or_none()
-                flow_steps.append({k: round(float(v), 3) for k, v in (got or {}).items()})
+                flow_steps.append(_run_timings(summary["run_id"]))
             else:
                 s, steps = plain_once(universe)
                 plains.append(s)

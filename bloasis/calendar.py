@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -104,10 +104,6 @@ def session_open(d: date) -> datetime:
 def session_close(d: date) -> datetime:
     """The close of session `d`, in UTC: 16:00 New York, 13:00 on early-close days."""
     return pd.Timestamp(_require(d)["close"]).to_pydatetime().astimezone(UTC)
-
-
-def is_early_close(d: date) -> bool:
-    return session_close(d).astimezone(TZ).time() < time(16, 0)
 
 
 def previous_session(d: date) -> date:

@@ -346,8 +346,7 @@ def _data_ingest(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     _migrate(settings)
-    default = tuple(settings.live_providers.split(","))
-    req = IngestRequest(since=args.since, providers=(args.provider,) if args.provider else default)
+    req = IngestRequest(since=args.since, providers=(args.provider,) if args.provider else None)
     with progress.listen(progress.TerminalBar()):
         out = run_ingest(settings, req)
     if args.json:

@@ -119,15 +119,13 @@ def newest_live_session(settings: Settings) -> date | None:
     """The newest session a live load would end at: the newest index session stored, at most
     the newest complete one (None: nothing stored). One cheap query, no load."""
     from bloasis.clock import market_now
-    from bloasis.marketdata.validate import INDEX_SYMBOL
+    from bloasis.marketdata.database import DatabaseSource
     from bloasis.store.db import get_engine
-    from bloasis.store.marketdata import last_dates
 
     complete = calendar.latest_complete_session(
         market_now(settings), timedelta(seconds=settings.session_settle_seconds)
     )
-    with get_engine(settings).connect() as conn:
-        newest = next((r.last_date for r in last_dates(conn) if r.key == INDEX_SYMBOL), None)
+    newest = DatabaseSource(get_engine(settings)).newest_session()
     return None if newest is None else min(newest, complete)
 
 

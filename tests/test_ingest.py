@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine, func, select, text
@@ -746,3 +747,42 @@ def test_yahoo_alone_needs_no_fred_key(
     with clean_db.connect() as conn:
         cur = md_store.current_series(conn, ["VIX"], date(2016, 6, 2), date(2016, 6, 3))
     assert set(cur["source"]) == {"yahoo"}
+
+
+def test_vix_from_neither_provider_fails_naming_both(
+    live: Settings, provider: LocalProvider, clean_db: Engine
+) -> None:
+    provider.publish_through(date(2016, 6, 2))
+    provider.fail_next("500", match="VIX", times=4)  # ^VIX and VIXCLS, every attempt
+    with pytest.raises(ingest.IngestError) as err:
+        ingest.run_ingest(live, now=after_close(date(2016, 6, 2)))
+    msg = str(err.value)
+    assert msg.startswith("VIX unavailable from every provider: ")
+    assert "yahoo ^VIX 2016-05-24..2016-06-02: HTTP 500" in msg and "fred VIXCLS" in msg
+    # One of them answering is a warning, not a failure.
+    provider.fail_next("500", match="VIXCLS", times=2)
+    out = ingest.run_ingest(live, now=after_close(date(2016, 6, 2)))
+    assert out.new_sessions == [date(2016, 6, 2)]
+    assert any(
+        w.startswith("VIX cross-check source unavailable: fred VIXCLS") for w in out.warnings
+    )
+
+
+def test_an_index_missing_a_session_is_refused_naming_it() -> None:
+    """Pure logic of the check (no server): the provider's index bars skip a session."""
+    from bloasis.marketdata.providers import DailyBars
+
+    days = calendar.session_dates(date(2016, 5, 31), date(2016, 6, 3))
+    kept = [d for d in days if d != date(2016, 6, 2)]
+    px = np.linspace(2090.0, 2100.0, len(kept))
+    bars = DailyBars("^GSPC", kept, px, px + 5, px - 5, px, px, np.full(len(kept), 1e9), [], [])
+    fetch = ingest._Fetch("yahoo", "^GSPC", "^SPX", date(2016, 5, 31), date(2016, 6, 3))
+    stored = pd.DataFrame(
+        {"symbol": ["^SPX"], "session": [date(2016, 5, 31)], "open": [px[0]], "high": [px[0] + 5],
+         "low": [px[0] - 5], "close": [px[0]], "adj_close": [px[0]], "volume": [1e9],
+         "source": ["embedded"]}
+    )  # fmt: skip
+    settings = Settings(universe="embedded")
+    with pytest.raises(ingest.IngestError, match=r"no bar for session\(s\) 2016-06-02 "):
+        ingest._transform(settings, {fetch: bars}, stored, pd.DataFrame(), date(2016, 6, 3),
+                          date(2016, 5, 31))  # fmt: skip

@@ -326,7 +326,6 @@ async def run_daily(
             if caught_up:
                 summary["caught_up"] = [c.get("as_of") for c in caught_up]
             timings["total_s"] = time.perf_counter() - t0
-            summary["timings"] = {k: round(v, 4) for k, v in timings.items()}
             pipeline.end_run(engine, run_id, status="completed", timings=timings, result=summary)
             return summary
         except BaseException as exc:

@@ -83,15 +83,22 @@ class IngestError(RuntimeError):
 @dataclass(frozen=True)
 class IngestRequest:
     """`since`: fetch every series from this date (a re-check or backfill; default:
-    incremental). `providers`: restrict to some of `PROVIDERS` (default both)."""
+    incremental). `providers`: some of `PROVIDERS` (default: BLOASIS_LIVE_PROVIDERS)."""
 
     since: date | None = None
-    providers: tuple[str, ...] = PROVIDERS
+    providers: tuple[str, ...] | None = None
 
-    def check(self) -> None:
-        unknown = sorted(set(self.providers) - set(PROVIDERS))
-        if unknown or not self.providers:
-            raise ValueError(f"providers must be some of {PROVIDERS}, got {self.providers}")
+    def resolved(self, settings: Settings) -> IngestRequest:
+        """This request with its providers settled (and checked)."""
+        providers = self.providers or tuple(settings.live_providers.split(","))
+        if not providers or set(providers) - set(PROVIDERS):
+            raise ValueError(f"providers must be some of {PROVIDERS}, got {providers}")
+        return IngestRequest(self.since, providers)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        assert self.providers is not None, "resolve the request first"
+        return self.providers
 
 
 @dataclass
@@ -169,13 +176,13 @@ def _plan(
 
     out: list[_Fetch] = []
     idx_start = start_of(INDEX_SYMBOL)
-    if "yahoo" in req.providers:
+    if "yahoo" in req.names:
         out.append(_Fetch("yahoo", YAHOO_INDEX, INDEX_SYMBOL, idx_start, target))
         out.append(_Fetch("yahoo", YAHOO_VIX, VIX_SERIES, start_of(VIX_SERIES), target, True))
         out += [
             _Fetch("yahoo", yahoo, symbol, start_of(symbol), target) for symbol, yahoo in members
         ]
-    if "fred" in req.providers:
+    if "fred" in req.names:
         out.append(_Fetch("fred", FRED_VIX, VIX_SERIES, start_of(VIX_SERIES), target, True))
         out.append(_Fetch("fred", FRED_SP500, SP500_SERIES, idx_start, target, True))
         for key, sid in FRED_UST.items():
@@ -339,11 +346,11 @@ def _bar_rows(
     return _Block(f.key, [d for d, k in zip(sessions, keep, strict=True) if k], cols)
 
 
-def _obs_frame(obs: list[Any], *, first: date | None = None, last: date) -> pd.Series:
+def _obs_frame(obs: list[Any], *, last: date) -> pd.Series:
+    """FRED observations with a value, dated up to `last`, as a Series by date."""
     dates = [o.date for o in obs if o.value is not None and o.date <= last]
     vals = [float(o.value) for o in obs if o.value is not None and o.date <= last]
-    s = pd.Series(vals, index=pd.Index(dates), dtype=np.float64)
-    return s[s.index >= first] if first else s
+    return pd.Series(vals, index=pd.Index(dates), dtype=np.float64)
 
 
 def _vix_rows(
@@ -654,8 +661,7 @@ def run_ingest(
     DataValidationError) with nothing written; the failure is recorded in `md_ingests`."""
     from bloasis.marketdata.universe import load_universe
 
-    req = req or IngestRequest()
-    req.check()
+    req = (req or IngestRequest()).resolved(settings)
     now = now or market_now(settings)
     engine = get_engine(settings)
     target = calendar.latest_complete_session(
@@ -667,11 +673,12 @@ def run_ingest(
         engine, _LOCK_KEY, what="market-data ingest", timeout_s=settings.run_lock_timeout_seconds
     ) as waited:
         out.timings["lock_wait_s"] = waited
-        out.seeded = _ensure_history(engine)
         universe = load_universe(settings.live_universe)
         members = [(m.symbol, m.yahoo) for m in universe.members]
-        with engine.connect() as conn:
-            last = {r.key: r for r in md_store.last_dates(conn)}
+        last = _last_dates(engine)
+        if INDEX_SYMBOL not in last:
+            out.seeded = _load_history(engine)
+            last = _last_dates(engine)
         last_index = last[INDEX_SYMBOL].last_date if INDEX_SYMBOL in last else None
         if req.since is None and last_index is not None and last_index >= target:
             log.info("market data up to date: %s is the newest complete session", target)
@@ -680,42 +687,41 @@ def run_ingest(
         plan = _plan(settings, req, last, members, target)
         t = time.perf_counter()
         got = _fetch_all(
-            plan, providers or _providers(settings, req.providers), settings.provider_concurrency
+            plan, providers or _providers(settings, req.names), settings.provider_concurrency
         )
         out.timings["fetch_s"] = time.perf_counter() - t
         for f in plan:
             out.fetched[f.provider] = out.fetched.get(f.provider, 0) + 1
         t = time.perf_counter()
         try:
-            lo = min(f.start for f in plan)
+            # What is stored over the fetched spans, bars and series apart (a series that
+            # stopped years ago must not make every symbol's bars since then be read).
+            bar_keys = {INDEX_SYMBOL, *(s for s, _ in members)}
+            series_keys = [VIX_SERIES, *FRED_UST, CREDIT_SYMBOL, SP500_SERIES]
             with engine.connect() as conn:
                 stored_bars = md_store.current_bars(
-                    conn, [INDEX_SYMBOL, *[s for s, _ in members]], lo, target
+                    conn, sorted(bar_keys), _lo(plan, bar_keys, target), target
                 )
                 stored_series = md_store.current_series(
-                    conn, [VIX_SERIES, *FRED_UST, CREDIT_SYMBOL, SP500_SERIES], lo, target
+                    conn, series_keys, _lo(plan, set(series_keys), target), target
                 )
             rows = _transform(settings, got, stored_bars, stored_series, target, last_index)
         except (IngestError, DataValidationError) as exc:
-            _record_failure(engine, req, target, now, exc)
+            _record_failure(engine, req, target, exc)
             raise
         out.timings["check_s"] = time.perf_counter() - t
         out.warnings, out.quarantined = rows.warnings, rows.quarantined
-        for w in rows.warnings:
-            log.warning("%s", w)
-        if rows.quarantined:
-            log.warning("left out: %s", "; ".join(rows.quarantined[:10]))
         t = time.perf_counter()
         bars, series = rows.bars_frame(), _concat(rows.series)
         with engine.begin() as conn:
             ingest_id = md_store.begin_ingest(
                 conn,
                 kind="live",
-                source="+".join(req.providers),
+                source="+".join(req.names),
                 params={
                     "target": target.isoformat(),
                     "since": req.since.isoformat() if req.since else None,
-                    "providers": list(req.providers),
+                    "providers": list(req.names),
                     "universe": settings.live_universe,
                 },
             )
@@ -752,6 +758,10 @@ def run_ingest(
             out.timings["write_s"] = time.perf_counter() - t
             out.timings["total_s"] = time.perf_counter() - t0
             md_store.finish_ingest(conn, ingest_id, status="completed", result=out.summary())
+    for w in out.warnings:
+        log.warning("%s", w)
+    if out.quarantined:
+        log.warning("left out: %s", "; ".join(out.quarantined[:10]))
     log.info(
         "ingested %d new session(s) up to %s: bars %s, series %s, %d revision(s), %d warning(s)",
         len(out.new_sessions),
@@ -764,11 +774,17 @@ def run_ingest(
     return out
 
 
-def _ensure_history(engine: Engine) -> int:
-    """An empty store gets the embedded dataset as its first vintage (rows loaded)."""
+def _lo(plan: list[_Fetch], keys: set[str], target: date) -> date:
+    return min((f.start for f in plan if f.key in keys), default=target)
+
+
+def _last_dates(engine: Engine) -> dict[str, md_store.LastDate]:
     with engine.connect() as conn:
-        if any(r.key == INDEX_SYMBOL for r in md_store.last_dates(conn)):
-            return 0
+        return {r.key: r for r in md_store.last_dates(conn)}
+
+
+def _load_history(engine: Engine) -> int:
+    """An empty store gets the embedded dataset as its first vintage (rows loaded)."""
     got = md_store.load_embedded_vintage(engine)
     rows = got.bars.inserted + got.series.inserted
     log.info("empty store: the embedded 1990–2022 history loaded as its first vintage (%d rows)",
@@ -776,15 +792,13 @@ def _ensure_history(engine: Engine) -> int:
     return rows
 
 
-def _record_failure(
-    engine: Engine, req: IngestRequest, target: date, now: datetime, exc: BaseException
-) -> None:
+def _record_failure(engine: Engine, req: IngestRequest, target: date, exc: BaseException) -> None:
     try:
         with engine.begin() as conn:
             iid = md_store.begin_ingest(
                 conn,
                 kind="live",
-                source="+".join(req.providers),
+                source="+".join(req.names),
                 params={"target": target.isoformat()},
             )
             md_store.finish_ingest(conn, iid, status="failed", error=str(exc)[:2000])

@@ -179,6 +179,5 @@ def ingest_market_data(
     """Live providers -> the point-in-time store (`bloasis.app.ingest.run_ingest`)."""
     from bloasis.app import ingest
 
-    default = tuple(settings.live_providers.split(","))
-    req = ingest.IngestRequest(since=since, providers=providers or default)
+    req = ingest.IngestRequest(since=since, providers=providers)
     return ingest.run_ingest(settings, req)
