@@ -1034,8 +1034,13 @@ class RegimeServer:
         served = self.regime_snapshot.value
         if served is None:
             return None
-        if now is None:  # the market's clock: the wall clock, or a live replay's
-            now = await asyncio.to_thread(market_now, self.settings)
+        if now is None:  # the market's clock: the wall clock, or a live replay's (a file read)
+            wall = self.settings.market_clock == "wall"
+            now = (
+                market_now(self.settings)
+                if wall
+                else await asyncio.to_thread(market_now, self.settings)
+            )
         metrics.SERVED_REGIME_AS_OF.set(session_close(served.as_of).timestamp())
         if self.freshness is None:
             return None
