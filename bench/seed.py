@@ -35,7 +35,9 @@ def load(settings: Settings, universe: str = UNIVERSE) -> tuple[MarketData, Regi
     from bloasis.pipeline import load_market_data
     from bloasis.regime.model import resolve_model
 
-    return load_market_data(None, universe), resolve_model(settings.model_version, universe)
+    return load_market_data(None, universe), resolve_model(
+        settings.model_version, universe, settings.regime_overrides
+    )
 
 
 def commit_regime(

@@ -49,7 +49,7 @@ def main() -> None:
             t = time.perf_counter()
             seed_population(engine, random_population(args.users, seed=1))
             seed_s = time.perf_counter() - t
-            model = resolve_model(settings.model_version, universe)
+            model = resolve_model(settings.model_version, universe, settings.regime_overrides)
             run_id = uuid.uuid4()
             t = {"start": time.perf_counter()}
             md = load_market_data(None, universe)

@@ -568,7 +568,9 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         from bloasis.store.regimes import latest_regime
         from bloasis.store.strategies import latest_strategy_as_of
 
-        mv = resolve_model(settings.model_version, settings.universe).version
+        mv = resolve_model(
+            settings.model_version, settings.universe, settings.regime_overrides
+        ).version
         with get_engine(settings).connect() as conn:
             reg_row = latest_regime(conn, mv)
             runs = conn.execute(

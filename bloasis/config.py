@@ -188,6 +188,9 @@ class Settings(BaseSettings):
     replay_interval_seconds: int = Field(
         default=30, ge=5, le=86400, description="seconds between replay runs (`bloasis up`)"
     )
+    # `BLOASIS_REGIME_<NAME>` model parameters, collected once by `load_settings` ({name: raw
+    # value}); `bloasis.regime.params.params_for` validates them against the chosen model.
+    regime_overrides: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -468,6 +471,22 @@ def _read_env_file(path: Path) -> dict[str, str]:
     return out
 
 
+_REGIME_PREFIX = f"{ENV_PREFIX}REGIME_"
+
+
+def _regime_overrides(file_values: dict[str, str]) -> dict[str, str]:
+    """`BLOASIS_REGIME_*` variables that are not settings of their own (`..._TTL_SECONDS`):
+    the regime model's parameters, from the state dir's env file, then the environment."""
+    own = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    pairs = [(f"{ENV_PREFIX}{k.upper()}", v) for k, v in file_values.items()]
+    pairs += list(os.environ.items())
+    return {
+        k[len(_REGIME_PREFIX) :].lower(): v
+        for k, v in pairs
+        if k.startswith(_REGIME_PREFIX) and k not in own
+    }
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings; raises SettingsError naming the bad variable."""
     state_dir = Path(overrides.get("state_dir") or default_state_dir())
@@ -477,6 +496,8 @@ def load_settings(**overrides: Any) -> Settings:
         if k not in os.environ
     }
     init = {**file_values, **overrides}
+    if "regime_overrides" not in overrides:
+        init["regime_overrides"] = _regime_overrides(file_values)
     try:
         return Settings(**init)
     except ValidationError as exc:

@@ -474,7 +474,7 @@ def check_replay_state(settings: Settings, start: date | None = None) -> None:
     from bloasis.store.db import get_engine
     from bloasis.store.regimes import latest_regime
 
-    mv = resolve_model(settings.model_version, settings.universe).version
+    mv = resolve_model(settings.model_version, settings.universe, settings.regime_overrides).version
     with get_engine(settings).connect() as conn:
         latest = latest_regime(conn, mv)
     if latest is not None and latest.as_of > start:

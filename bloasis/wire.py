@@ -24,7 +24,7 @@ from bloasis.strategy.types import (
     UserPreferences,
 )
 
-_OPTIONAL_FLOATS = ("yield_curve", "credit_spread", "high_vol_prob")
+_OPTIONAL_FLOATS = ("yield_curve", "credit_spread", "high_vol_prob", "realised_vol", "rebound")
 
 
 def ts(dt: datetime) -> Timestamp:

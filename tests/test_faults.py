@@ -686,7 +686,7 @@ from bloasis.store.db import get_engine
 
 stage, as_of = sys.argv[1], date.fromisoformat(sys.argv[2])
 s = load_settings()
-engine, model = get_engine(s), resolve_model(s.model_version, s.universe)
+engine, model = get_engine(s), resolve_model(s.model_version, s.universe, s.regime_overrides)
 md = pipeline.load_market_data(as_of)
 run_id = uuid.uuid4()
 

@@ -189,7 +189,7 @@ async def run_backfill(
     logger = logger or log
     settings = settings or load_settings()
     universe = req.universe or settings.universe
-    model = resolve_model(settings.model_version, universe)
+    model = resolve_model(settings.model_version, universe, settings.regime_overrides)
     engine = get_engine(settings)
     t0 = time.perf_counter()
     md = steps.load_market_data(settings, universe, req.end).as_of(req.end)

@@ -254,7 +254,7 @@ async def run_daily(
         raise ValueError("a replay run needs BLOASIS_REPLAY_START (e.g. 2007-06-01)")
     universe = req.universe or settings.universe
     live = parse_universe(universe)[0] == "live"
-    model = resolve_model(settings.model_version, universe)
+    model = resolve_model(settings.model_version, universe, settings.regime_overrides)
     engine = get_engine(settings)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -818,7 +818,7 @@ def pipeline_due(settings: Settings) -> tuple[bool, int]:
 
     if parse_universe(settings.universe)[0] != "live":
         return False, 0
-    mv = resolve_model(settings.model_version, settings.universe).version
+    mv = resolve_model(settings.model_version, settings.universe, settings.regime_overrides).version
     newest = newest_live_session(settings)
     if newest is None:
         return False, 0

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Indicators(_message.Message):
-    __slots__ = ("vix", "vix_is_proxy", "sp500_trend", "sp500_close", "yield_curve", "yield_curve_state", "credit_spread", "credit_spread_state", "drawdown", "sma200_gap", "sma200_slope", "daily_return", "high_vol_prob", "rule_confidence")
+    __slots__ = ("vix", "vix_is_proxy", "sp500_trend", "sp500_close", "yield_curve", "yield_curve_state", "credit_spread", "credit_spread_state", "drawdown", "sma200_gap", "sma200_slope", "daily_return", "high_vol_prob", "rule_confidence", "decided_by", "realised_vol", "rebound")
     VIX_FIELD_NUMBER: _ClassVar[int]
     VIX_IS_PROXY_FIELD_NUMBER: _ClassVar[int]
     SP500_TREND_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,9 @@ class Indicators(_message.Message):
     DAILY_RETURN_FIELD_NUMBER: _ClassVar[int]
     HIGH_VOL_PROB_FIELD_NUMBER: _ClassVar[int]
     RULE_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    REALISED_VOL_FIELD_NUMBER: _ClassVar[int]
+    REBOUND_FIELD_NUMBER: _ClassVar[int]
     vix: float
     vix_is_proxy: bool
     sp500_trend: str
@@ -38,7 +41,10 @@ class Indicators(_message.Message):
     daily_return: float
     high_vol_prob: float
     rule_confidence: float
-    def __init__(self, vix: _Optional[float] = ..., vix_is_proxy: _Optional[bool] = ..., sp500_trend: _Optional[str] = ..., sp500_close: _Optional[float] = ..., yield_curve: _Optional[float] = ..., yield_curve_state: _Optional[str] = ..., credit_spread: _Optional[float] = ..., credit_spread_state: _Optional[str] = ..., drawdown: _Optional[float] = ..., sma200_gap: _Optional[float] = ..., sma200_slope: _Optional[float] = ..., daily_return: _Optional[float] = ..., high_vol_prob: _Optional[float] = ..., rule_confidence: _Optional[float] = ...) -> None: ...
+    decided_by: str
+    realised_vol: float
+    rebound: float
+    def __init__(self, vix: _Optional[float] = ..., vix_is_proxy: _Optional[bool] = ..., sp500_trend: _Optional[str] = ..., sp500_close: _Optional[float] = ..., yield_curve: _Optional[float] = ..., yield_curve_state: _Optional[str] = ..., credit_spread: _Optional[float] = ..., credit_spread_state: _Optional[str] = ..., drawdown: _Optional[float] = ..., sma200_gap: _Optional[float] = ..., sma200_slope: _Optional[float] = ..., daily_return: _Optional[float] = ..., high_vol_prob: _Optional[float] = ..., rule_confidence: _Optional[float] = ..., decided_by: _Optional[str] = ..., realised_vol: _Optional[float] = ..., rebound: _Optional[float] = ...) -> None: ...
 
 class MarketRegime(_message.Message):
     __slots__ = ("regime", "confidence", "risk_level", "trigger", "reasoning", "indicators", "as_of", "computed_at", "model_version", "run_id")

@@ -14,112 +14,43 @@ cut at D agree on D: the backfill and a single as-of run are the same computatio
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bloasis.config import SettingsError, universe_tag
-from bloasis.regime.hmm import HmmConfig, filtered_high_vol
+from bloasis.config import universe_tag
+from bloasis.regime.hmm import filtered_high_vol
+from bloasis.regime.params import (
+    DEFAULT_PARAMS,
+    AnyParams,
+    RegimeParams,
+    RegimeV3Params,
+    algorithm_of,
+    model_version_for,
+    params_for,
+)
 from bloasis.regime.types import RegimeResult
+from bloasis.regime.v3 import reasoning_v3
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "RegimeInputError",
+    "RegimeModel",
+    "RegimeParams",
+    "RegimeV3Params",
+    "classify_as_of",
+    "classify_frame",
+    "resolve_model",
+    "results_from_frame",
+]
 
 REGIME_CODES = ("crisis", "bear", "bull", "sideways", "recovery")
 _CRISIS, _BEAR, _BULL, _SIDEWAYS, _RECOVERY = range(5)
-
-
-class RegimeParams(BaseSettings):
-    """Thresholds of the model, settable as `BLOASIS_REGIME_<NAME>` environment variables.
-
-    Defaults were chosen by measurement on the embedded S&P 500 data 1990-2022 (the backfill's
-    validation report); SPEC §2's "start from" values are kept where they measured well
-    (crisis above volatility 30, risk levels). Every run records them, and a non-default set
-    gets its own model version (see `model_version_for`), so results never mix.
-    """
-
-    model_config = SettingsConfigDict(env_prefix="BLOASIS_REGIME_", frozen=True, extra="ignore")
-
-    sma_window: int = Field(default=200, ge=20, le=400)
-    sma_min_periods: int = Field(default=100, ge=20, le=400)  # expanding average until 200 sessions
-    slope_lookback: int = Field(default=20, ge=1, le=120)
-    trend_band: float = Field(
-        default=0.02, ge=0, le=0.2
-    )  # |close/SMA - 1| below this: trend "flat"
-    peak_window: int = Field(
-        default=252, ge=20, le=2520
-    )  # drawdown is measured from the 1-year high
-    crisis_vol: float = Field(default=30.0, gt=0)  # volatility (VIX or proxy) above this: crisis
-    high_risk_vol: float = Field(default=30.0, gt=0)
-    medium_risk_vol: float = Field(default=20.0, gt=0)
-    bull_max_vol: float = Field(default=25.0, gt=0)  # bull needs low-moderate volatility
-    bear_drawdown: float = Field(
-        default=-0.10, lt=0, ge=-0.9
-    )  # with price below its SMA or HMM stress
-    deep_bear_drawdown: float = Field(default=-0.20, lt=0, ge=-0.9)  # bear whatever the trend
-    early_bear_drawdown: float = Field(
-        default=-0.07, lt=0, ge=-0.9
-    )  # fast falls: with HMM certainty
-    early_bear_prob: float = Field(default=0.90, ge=0.5, le=1)
-    stress_prob: float = Field(default=0.50, ge=0, le=1)
-    recovery_window: int = Field(
-        default=126, ge=1, le=756
-    )  # sessions after stress a rebound is recovery
-    recovery_drawdown: float = Field(default=-0.05, lt=0, ge=-0.9)  # still this far below the high
-    min_dwell: int = Field(
-        default=5, ge=1, le=60
-    )  # sessions a new label must hold to replace the old
-    stress_dwell: int = Field(
-        default=2, ge=1, le=60
-    )  # ... or to enter bear/crisis (crisis: at once)
-    curve_flat: float = Field(
-        default=0.25, ge=0
-    )  # 10Y-2Y below this (pp) is flat, below 0 inverted
-    spread_tight: float = Field(default=0.80, gt=0)  # BAA-AAA (pp)
-    spread_wide: float = Field(default=1.30, gt=0)
-    circuit_breaker_drop: float = Field(default=-0.07, lt=0)
-    vix_spike_ratio: float = Field(default=1.5, gt=1)  # volatility up 50% over 5 sessions ...
-    vix_spike_min: float = Field(default=25.0, gt=0)  # ... to above this level
-    hmm_min_history: int = Field(default=504, ge=100)  # returns before the first HMM fit
-    hmm_refit_every: int = Field(default=252, ge=5)
-    rule_weight: float = Field(default=0.6, ge=0, le=1)  # confidence = w*rule margin + (1-w)*HMM
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.model_dump()
-
-    @property
-    def hmm(self) -> HmmConfig:
-        return HmmConfig(min_history=self.hmm_min_history, refit_every=self.hmm_refit_every)
-
-
-def load_params() -> RegimeParams:
-    """Thresholds from the environment; a bad value names its variable."""
-    try:
-        return RegimeParams()
-    except ValidationError as exc:
-        lines = [
-            f"BLOASIS_REGIME_{str(e['loc'][0]).upper()}={e.get('input')!r}: {e['msg']}"
-            for e in exc.errors()
-        ]
-        raise SettingsError("invalid regime settings:\n  " + "\n  ".join(lines)) from None
-
-
-# The documented defaults, whatever the environment says (model_construct skips env reading).
-DEFAULT_PARAMS = RegimeParams.model_construct()
-
-
-def model_version_for(base: str, params: RegimeParams) -> str:
-    """`base` for the default thresholds; `base+<hash>` for any other set, so stored results
-    of different thresholds never share a (model_version, as_of) key."""
-    if params.as_dict() == DEFAULT_PARAMS.as_dict():
-        return base
-    blob = json.dumps(params.as_dict(), sort_keys=True).encode()
-    return f"{base}+{hashlib.sha256(blob).hexdigest()[:8]}"
 
 
 class RegimeInputError(ValueError):
@@ -128,17 +59,25 @@ class RegimeInputError(ValueError):
 
 @dataclass(frozen=True)
 class RegimeModel:
-    """The thresholds in force and the model version results are stored under."""
+    """The parameters in force (their type picks the algorithm) and the model version results
+    are stored under."""
 
-    params: RegimeParams
+    params: AnyParams
     version: str
 
+    @property
+    def algorithm(self) -> str:
+        return "regime-v3" if isinstance(self.params, RegimeV3Params) else "regime-v2"
 
-def resolve_model(base_version: str, universe: str = "embedded") -> RegimeModel:
-    """Thresholds from the environment and the version derived from them (one place, used by
-    the pipeline and the server alike). Results on another universe than the embedded data
-    live under their own version (`...@synthetic:500:7`), never mixed with real ones."""
-    params = load_params()
+
+def resolve_model(
+    base_version: str, universe: str = "embedded", overrides: Mapping[str, str] | None = None
+) -> RegimeModel:
+    """The model a version names (`regime-v2`, `regime-v3`), its parameters with the settings
+    layer's `BLOASIS_REGIME_*` overrides (`Settings.regime_overrides`) and the version derived
+    from them (one place, used by the pipeline and the server alike). Results on another
+    universe than the embedded data live under their own version (`...@synthetic:500:7`)."""
+    params = params_for(algorithm_of(base_version), overrides)
     version = model_version_for(base_version, params)
     if universe == "embedded":
         return RegimeModel(params, version)
@@ -152,7 +91,7 @@ def _sessions_since(flag: np.ndarray) -> np.ndarray:
     return np.where(last >= 0, idx - last, np.iinfo(np.int32).max)
 
 
-def _dwell_filter(raw: np.ndarray, min_dwell: int, stress_dwell: int) -> np.ndarray:
+def dwell_filter(raw: np.ndarray, min_dwell: int, stress_dwell: int) -> np.ndarray:
     """Causal hysteresis against flip-flopping: a new label replaces the current one after it
     held `min_dwell` sessions; entering bear needs `stress_dwell`, crisis takes over at once.
 
@@ -175,14 +114,22 @@ def _dwell_filter(raw: np.ndarray, min_dwell: int, stress_dwell: int) -> np.ndar
     return out
 
 
-def classify_frame(market: pd.DataFrame, params: RegimeParams = DEFAULT_PARAMS) -> pd.DataFrame:
-    """Label every row of a market frame (columns from `bloasis.marketdata.MarketData.market`).
+def classify_frame(market: pd.DataFrame, params: AnyParams = DEFAULT_PARAMS) -> pd.DataFrame:
+    """Label every row of a market frame (columns from `bloasis.marketdata.MarketData.market`)
+    with the model the parameters belong to (regime-v2 or regime-v3).
 
     Returns a frame on the same index with the label, confidence, its two parts, risk level,
     data-driven trigger (or "") and every indicator. Rows before the average and the
     volatility exist are dropped.
     """
-    p = params
+    if isinstance(params, RegimeV3Params):
+        from bloasis.regime.v3 import classify_frame_v3
+
+        return classify_frame_v3(market, params)
+    return _classify_frame_v2(market, params)
+
+
+def _classify_frame_v2(market: pd.DataFrame, p: RegimeParams) -> pd.DataFrame:
     close = market["index_close"].astype("float64")
     sma = close.rolling(p.sma_window, min_periods=p.sma_min_periods).mean()
     gap_s = close / sma - 1.0
@@ -199,8 +146,6 @@ def classify_frame(market: pd.DataFrame, params: RegimeParams = DEFAULT_PARAMS) 
     prob = hv[sl]
     stress_p = np.nan_to_num(prob, nan=0.0)  # before the first fit: rules alone
 
-    up = (gap > p.trend_band) & (slope > 0)
-    down = (gap < -p.trend_band) & (slope < 0)
     raw = np.full(gap.shape, _SIDEWAYS, dtype=np.int8)
     raw[(gap > 0) & (slope > 0) & (vol <= p.bull_max_vol)] = _BULL
     bear = (
@@ -215,7 +160,7 @@ def classify_frame(market: pd.DataFrame, params: RegimeParams = DEFAULT_PARAMS) 
     since = _sessions_since(stressed)
     rebound = (gap > 0) & (since <= p.recovery_window) & ~stressed
     raw[rebound & ((dd < p.recovery_drawdown) | (slope <= 0) | (raw == _SIDEWAYS))] = _RECOVERY
-    labels = _dwell_filter(raw, p.min_dwell, p.stress_dwell)
+    labels = dwell_filter(raw, p.min_dwell, p.stress_dwell)
 
     rule_conf = _rule_confidence(labels, vol, gap, dd, p)
     agree = np.select(
@@ -231,28 +176,70 @@ def classify_frame(market: pd.DataFrame, params: RegimeParams = DEFAULT_PARAMS) 
         "high",
         np.where((labels == _BEAR) | (vol > p.medium_risk_vol), "medium", "low"),
     )
-    ret = close.pct_change().to_numpy()[sl]
-    vol_5 = np.full_like(vol, np.nan)
-    vol_5[5:] = vol[:-5]
+    return indicator_columns(
+        market,
+        first,
+        p,
+        labels=np.asarray(REGIME_CODES, dtype=object)[labels],
+        confidence=conf,
+        rule_confidence=rule_conf,
+        prob=prob,
+        risk=risk,
+        drawdown=dd,
+        gap=gap,
+        slope=slope,
+    )
+
+
+def indicator_columns(
+    market: pd.DataFrame,
+    first: int,
+    p: AnyParams,
+    *,
+    labels: np.ndarray,
+    confidence: np.ndarray,
+    rule_confidence: np.ndarray,
+    prob: np.ndarray,
+    risk: np.ndarray,
+    drawdown: np.ndarray,
+    gap: np.ndarray,
+    slope: np.ndarray,
+) -> pd.DataFrame:
+    """The classified frame both models return: labels, confidence, risk, the data-driven
+    trigger and the reported indicators, on the rows of `market` from `first` (the first
+    classifiable session); the other arrays start there."""
+    sl = slice(first, None)
+    vix_s = market["vix"].astype("float64").ffill()  # a missing print keeps the last level
+    full_close = market["index_close"].astype("float64")
+    ret = full_close.pct_change().to_numpy()[sl]
+    close = full_close.iloc[sl]
+    market = market.iloc[sl]
+    vix = vix_s.to_numpy()[sl]
+    vix_5 = np.full_like(vix, np.nan)
+    vix_5[5:] = vix[:-5]
     with np.errstate(invalid="ignore", divide="ignore"):
-        spike = (vol / vol_5 >= p.vix_spike_ratio) & (vol >= p.vix_spike_min)
+        spike = (vix / vix_5 >= p.vix_spike_ratio) & (vix >= p.vix_spike_min)
     trigger = np.where(
         ret <= p.circuit_breaker_drop, "circuit_breaker", np.where(spike, "vix_spike", "")
     )
-    curve = (market["ust10y"] - market["ust2y"]).to_numpy(dtype="float64")[sl]
-    spread = market["credit_spread"].to_numpy(dtype="float64")[sl]
+    curve = (market["ust10y"] - market["ust2y"]).to_numpy(dtype="float64")
+    spread = market["credit_spread"].to_numpy(dtype="float64")
     return pd.DataFrame(
         {
-            "regime": np.asarray(REGIME_CODES, dtype=object)[labels],
-            "confidence": np.round(conf, 4),
-            "rule_confidence": np.round(rule_conf, 4),
+            "regime": labels,
+            "confidence": np.round(confidence, 4),
+            "rule_confidence": np.round(rule_confidence, 4),
             "high_vol_prob": np.round(prob, 4),
             "risk_level": risk,
             "data_trigger": trigger,
-            "vix": vol,
-            "vix_is_proxy": market["vix_is_proxy"].to_numpy()[sl].astype(bool),
-            "sp500_trend": np.where(up, "up", np.where(down, "down", "flat")),
-            "sp500_close": close.to_numpy()[sl],
+            "vix": vix,
+            "vix_is_proxy": market["vix_is_proxy"].to_numpy().astype(bool),
+            "sp500_trend": np.where(
+                (gap > p.trend_band) & (slope > 0),
+                "up",
+                np.where((gap < -p.trend_band) & (slope < 0), "down", "flat"),
+            ),
+            "sp500_close": close.to_numpy(),
             "yield_curve": curve,
             "yield_curve_state": _states(
                 curve, [0.0, p.curve_flat], ["inverted", "flat", "normal"]
@@ -261,12 +248,12 @@ def classify_frame(market: pd.DataFrame, params: RegimeParams = DEFAULT_PARAMS) 
             "credit_spread_state": _states(
                 spread, [p.spread_tight, p.spread_wide], ["tight", "normal", "wide"]
             ),
-            "drawdown": dd,
+            "drawdown": drawdown,
             "sma200_gap": gap,
             "sma200_slope": slope,
             "daily_return": np.nan_to_num(ret),
         },
-        index=market.index[sl],
+        index=market.index,
     )
 
 
@@ -343,36 +330,28 @@ def results_from_frame(
 ) -> list[RegimeResult]:
     """Turn classified rows into results; a data-driven trigger overrides the run's trigger."""
     records = frame.to_dict("records")
+    v3 = frame.attrs.get("model") == "regime-v3"
+    keys = _INDICATORS + (_V3_INDICATORS if v3 else ())
     out = []
     for as_of, row in zip(frame.index, records, strict=True):
-        ind = {
-            k: _clean(row[k])
-            for k in (
-                "vix",
-                "vix_is_proxy",
-                "sp500_trend",
-                "sp500_close",
-                "yield_curve",
-                "yield_curve_state",
-                "credit_spread",
-                "credit_spread_state",
-                "drawdown",
-                "sma200_gap",
-                "sma200_slope",
-                "daily_return",
-                "high_vol_prob",
-                "rule_confidence",
-            )
-        }
+        ind = {k: _clean(row[k]) for k in keys}
         conf = float(row["confidence"])
+        regime = str(row["regime"])
+        text = (
+            reasoning_v3(
+                regime, conf, {**{str(k): v for k, v in row.items()}, **ind}, frame.attrs["params"]
+            )
+            if v3
+            else reasoning(regime, conf, ind)
+        )
         out.append(
             RegimeResult(
                 as_of=pd.Timestamp(as_of).date(),
-                regime=str(row["regime"]),
+                regime=regime,
                 confidence=conf,
                 risk_level=str(row["risk_level"]),
                 trigger=str(row["data_trigger"]) or trigger,
-                reasoning=reasoning(str(row["regime"]), conf, ind),
+                reasoning=text,
                 indicators=ind,
                 model_version=model_version,
                 run_id=run_id,
@@ -380,6 +359,26 @@ def results_from_frame(
             )
         )
     return out
+
+
+_INDICATORS: tuple[str, ...] = (
+    "vix",
+    "vix_is_proxy",
+    "sp500_trend",
+    "sp500_close",
+    "yield_curve",
+    "yield_curve_state",
+    "credit_spread",
+    "credit_spread_state",
+    "drawdown",
+    "sma200_gap",
+    "sma200_slope",
+    "daily_return",
+    "high_vol_prob",
+    "rule_confidence",
+)
+# regime-v3's own (Indicators fields 15-17).
+_V3_INDICATORS: tuple[str, ...] = ("decided_by", "realised_vol", "rebound")
 
 
 def classify_as_of(
@@ -390,7 +389,7 @@ def classify_as_of(
     run_id: uuid.UUID,
     model_version: str,
     computed_at: datetime,
-    params: RegimeParams = DEFAULT_PARAMS,
+    params: AnyParams = DEFAULT_PARAMS,
 ) -> RegimeResult:
     """The regime for `as_of` from data published on or before it (later rows are cut off)."""
     cut = market.loc[: pd.Timestamp(as_of)]

@@ -469,7 +469,9 @@ class MarketRegimeServicer:
         self.settings = settings
         # The version the pipeline stores under with the thresholds and universe in this
         # environment (all services of the server serve this one version).
-        self.model_version = resolve_model(settings.model_version, settings.universe).version
+        self.model_version = resolve_model(
+            settings.model_version, settings.universe, settings.regime_overrides
+        ).version
         self.store = store
         self.snapshot = snapshot
         self.refresher = refresher
