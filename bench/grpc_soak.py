@@ -309,7 +309,7 @@ def run_soak(
     """Seed, start the server process, warm up, soak, measure RSS, then the watchers."""
     import psutil
 
-    mv = f"soak-{uuid.uuid4().hex[:10]}"
+    mv = f"regime-v2-soak-{uuid.uuid4().hex[:10]}"
     seed(database_url, mv)
     with (
         tempfile.TemporaryDirectory(prefix="bloasis-soak-") as tmp,

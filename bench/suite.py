@@ -50,9 +50,10 @@ GROUPS: Final = (
     ),
     Group("bench.freshness", ("freshness_p99",)),
     Group("bench.relay_throughput", ("relay_throughput",)),
-    Group("bench.backfill", ("backfill_1990_2022",)),
+    Group("bench.backfill", ("backfill_1990_2022", "backfill_1990_2022_v3")),
     Group("bench.pit_read", ("pit_read",)),
     Group("bench.ingest", ("ingest_daily_500", "ingest_catchup_20")),
+    Group("bench.regime_vs_peers", ("regime_vs_peers",)),
 )
 
 

@@ -150,7 +150,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     from bloasis import pipeline, progress
-    from bloasis.regime.validation import ValidationReport, format_report
 
     settings = load_settings()
     md = pipeline.load_market_data_with_issues(None, settings.universe, settings=settings)[0]
@@ -162,21 +161,61 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         raise CliError(f"--chunk-size must be positive, got {args.chunk_size}")
     if args.out is not None and not args.out.parent.is_dir():
         raise CliError(f"--out {args.out}: directory {args.out.parent} does not exist")
+    models = _backfill_models(args.model, settings)
+    if len(models) > 1 and (args.json or args.out is not None):
+        raise CliError("--json and --out take one model: run one --model at a time")
     prefect_env(settings.state_dir)
     _migrate(settings)
     from flows.backfill import regime_backfill
 
-    with progress.listen(progress.TerminalBar()):
-        summary = asyncio.run(regime_backfill(start=start, end=end, chunk_size=args.chunk_size))
+    for i, model in enumerate(models):
+        with progress.listen(progress.TerminalBar()):
+            summary = asyncio.run(
+                regime_backfill(
+                    start=start, end=end, chunk_size=args.chunk_size, model_version=model
+                )
+            )
+        if i < len(models) - 1:
+            _print_backfill(args, summary)
+            print()
+    return _print_backfill(args, summary)
+
+
+def _backfill_models(spec: str | None, settings: Any) -> list[str | None]:
+    """`--model regime-v3`, `--model regime-v2,regime-v3` or `--model all`; None: the served
+    one. Each name is checked before anything runs."""
+    from bloasis.regime.params import ALGORITHMS, algorithm_of
+
+    if spec is None:
+        return [None]
+    names = list(ALGORITHMS) if spec == "all" else [n.strip() for n in spec.split(",") if n]
+    if not names:
+        raise CliError("--model: give a model version (regime-v2, regime-v3) or `all`")
+    for n in names:
+        try:
+            algorithm_of(n)
+        except SettingsError:
+            raise CliError(
+                f"--model {n!r}: not a regime model (known: {', '.join(ALGORITHMS)}, all)"
+            ) from None
+    return [None if n == settings.model_version else n for n in names]
+
+
+def _print_backfill(args: argparse.Namespace, summary: dict[str, Any]) -> int:
+    from bloasis.regime.validation import ValidationReport, format_report
+
     days = summary.pop("days")
     text = format_report(ValidationReport(**_report_fields(summary["validation"])))
     head = (
-        f"Backfill {summary['start']}..{summary['end']}: {summary['sessions']} sessions, "
+        f"Backfill {summary['model_version']} {summary['start']}..{summary['end']}: "
+        f"{summary['sessions']} sessions, "
         f"{summary['inserted']} inserted, {summary['existing']} already stored, "
         f"{summary['events_queued']} events queued ({summary['timings'].get('total_s', 0):.1f}s)"
     )
     if summary["note"]:
         head += f"\nnote: {summary['note']}"
+    if str(summary.get("cache", "")).startswith("not published"):
+        head += f"\n{summary['cache']} (stored under its own version, no events)"
     if args.out is not None:
         args.out.write_text(json.dumps(summary, indent=2) + "\n")
     # With --json, stdout is the per-day array and nothing else; the report goes to stderr.
@@ -187,6 +226,49 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(days, sys.stdout)
         sys.stdout.write("\n")
+    return 0
+
+
+def cmd_regime(args: argparse.Namespace) -> int:
+    """`bloasis regime compare`: regime-v2, regime-v3, the jump model and the filtered HMM
+    scored side by side (bloasis.app.regime_compare)."""
+    from bloasis import pipeline
+
+    try:
+        from bloasis.app.regime_compare import CompareRequest, format_report, run_comparison
+    except ImportError as exc:  # jumpmodels / matplotlib: the `eval` extra
+        raise CliError(f"{exc}: install the evaluation extra: pip install -e '.[eval]'") from None
+    for name in ("out", "chart"):
+        path = getattr(args, name)
+        if path is not None and not path.parent.is_dir():
+            raise CliError(f"--{name} {path}: directory {path.parent} does not exist")
+    if args.jump_penalty <= 0:
+        raise CliError(f"--jump-penalty must be positive, got {args.jump_penalty}")
+    if args.cost_bp < 0:
+        raise CliError(f"--cost-bp must be >= 0, got {args.cost_bp}")
+    settings = load_settings()
+    md = pipeline.load_market_data_with_issues(None, settings.universe, settings=settings)[0]
+    chart = None if args.no_chart else args.chart or settings.state_dir / "regime-comparison.png"
+    chart and chart.parent.mkdir(parents=True, exist_ok=True)
+    req = CompareRequest(
+        start=args.start,
+        end=args.end,
+        jump_penalty=args.jump_penalty,
+        cost_bp=args.cost_bp,
+        chart=chart,
+        walk_forward=args.walk_forward,
+    )
+    out = run_comparison(md, req, progress=lambda m: print(f"... {m}", file=sys.stderr))
+    doc = out.document
+    if args.out is not None:
+        args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    if args.json:
+        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print(format_report(doc))
+    if args.out is not None:
+        print(f"\nJSON written to {args.out}")
     return 0
 
 
@@ -810,7 +892,35 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
     b.add_argument("--json", action="store_true", help="print the per-day results as JSON")
     b.add_argument("--chunk-size", type=int, default=1000, help="sessions per transaction")
+    b.add_argument(
+        "--model",
+        default=None,
+        help="regime-v2, regime-v3, both comma-separated, or `all` (default: the served model,"
+        " BLOASIS_MODEL_VERSION); another model is stored under its own version only",
+    )
     b.set_defaults(func=cmd_backfill)
+
+    rg = sub.add_parser("regime", help="regime model evaluation")
+    rgs = rg.add_subparsers(dest="action", required=True)
+    rgc = rgs.add_parser(
+        "compare",
+        help="regime-v2, regime-v3, a statistical jump model and a filtered HMM against the"
+        " ex-post bull/bear dating (in and out of sample), with a chart",
+    )
+    rgc.add_argument("--start", type=_iso_date, default=None, help="default: first common session")
+    rgc.add_argument("--end", type=_iso_date, default=None, help="default: last session")
+    rgc.add_argument("--jump-penalty", type=float, default=50.0, help="the jump model's lambda")
+    rgc.add_argument("--cost-bp", type=float, default=10.0, help="cost of a stock/cash switch")
+    rgc.add_argument("--chart", type=Path, default=None, help="PNG path (default: state dir)")
+    rgc.add_argument("--no-chart", action="store_true", help="skip the chart")
+    rgc.add_argument(
+        "--walk-forward",
+        action="store_true",
+        help="also re-select regime-v3's thresholds every January on the years before (~1 min)",
+    )
+    rgc.add_argument("--out", type=Path, default=None, help="write the JSON document here")
+    rgc.add_argument("--json", action="store_true", help="print the JSON document")
+    rg.set_defaults(func=cmd_regime)
 
     u = sub.add_parser("users", help="user preferences")
     us = u.add_subparsers(dest="action", required=True)

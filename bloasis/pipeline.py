@@ -407,23 +407,27 @@ class BulkOutcome:
     events: int
 
 
-def persist_regime_range(engine: Engine, results: list[RegimeResult]) -> BulkOutcome:
+def persist_regime_range(
+    engine: Engine, results: list[RegimeResult], *, with_events: bool = True
+) -> BulkOutcome:
     """Store a date-ordered run of results and the events of the new ones, in one transaction.
 
     A change is judged against the result stored for the session before, so a backfill emits
     the changes in date order exactly as day-by-day runs would have. The results are history
     (a backfill, a warm-up before a run's as-of): their events are historical, no alerts.
+    `with_events=False` stores the results only (a model that is not the one served).
     """
     if not results:
         return BulkOutcome(0, 0, 0)
     results = sorted(results, key=lambda r: r.as_of)
     mv = results[0].model_version
+    events_on = with_events
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(f"regimes:{mv}")})
         new = set(regimes.insert_regimes(conn, results))
         previous = session_before(conn, mv, results[0].as_of)
         events = []
-        if new:
+        if new and events_on:
             stored = {
                 r.as_of: r
                 for r in regimes.regime_history(
@@ -436,6 +440,6 @@ def persist_regime_range(engine: Engine, results: list[RegimeResult]) -> BulkOut
                     events.extend(regime_events(previous, cur, historical=True))
                 previous = cur
         n_events = outbox.enqueue(conn, events)
-        if new:
+        if new and events_on:
             outbox.notify_results(conn, f"regime:{max(new).isoformat()}")
     return BulkOutcome(inserted=len(new), existing=len(results) - len(new), events=n_events)

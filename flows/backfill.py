@@ -27,10 +27,12 @@ validation_report = task(name="validation-report", cache_policy=NO_CACHE)(
 
 
 @task(name="persist-range", cache_policy=NO_CACHE, **STORE_RETRIES)
-def persist_range(settings: Settings, results: list[RegimeResult], chunk_size: int) -> BulkOutcome:
+def persist_range(
+    settings: Settings, results: list[RegimeResult], chunk_size: int, with_events: bool = True
+) -> BulkOutcome:
     """`backfill.persist_range`, its progress shown as a progress artifact."""
     with progress_artifact("backfill-progress", "Backfill: sessions persisted"):
-        return backfill.persist_range(settings, results, chunk_size)
+        return backfill.persist_range(settings, results, chunk_size, with_events)
 
 
 FLOW_STEPS = backfill.BackfillSteps(
@@ -45,17 +47,29 @@ FLOW_STEPS = backfill.BackfillSteps(
 
 def _run_name() -> str:
     p = flow_run.parameters
-    return f"backfill-{p.get('start')}-{p.get('end')}"
+    model = f"-{p['model_version']}" if p.get("model_version") else ""
+    return f"backfill{model}-{p.get('start')}-{p.get('end')}"
 
 
 @flow(name="regime-backfill", flow_run_name=_run_name)
 @one_api_client
 async def regime_backfill(
-    start: date, end: date, chunk_size: int = 1000, relay: bool = True
+    start: date,
+    end: date,
+    chunk_size: int = 1000,
+    relay: bool = True,
+    model_version: str | None = None,
 ) -> dict[str, Any]:
-    """Compute, store and validate the regime for every session in [start, end]."""
+    """Compute, store and validate the regime for every session in [start, end] (with the
+    served model, or `model_version`: stored only, see `BackfillRequest`)."""
     out = await backfill.run_backfill(
-        backfill.BackfillRequest(start=start, end=end, chunk_size=chunk_size, relay=relay),
+        backfill.BackfillRequest(
+            start=start,
+            end=end,
+            chunk_size=chunk_size,
+            relay=relay,
+            model_version=model_version,
+        ),
         run_id=flow_run_id(),
         steps=FLOW_STEPS,
         reporter=PrefectReporter(),

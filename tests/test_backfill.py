@@ -28,7 +28,7 @@ from bloasis.store.models import OutboxRow, RegimeRow
 from tests.kafka_util import consume_all
 
 RUN = uuid.UUID(int=42)
-MODEL = RegimeModel(DEFAULT_PARAMS, "test-backfill")
+MODEL = RegimeModel(DEFAULT_PARAMS, "regime-v2-test-backfill")
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +191,6 @@ def test_backfill_persists_idempotently_and_publishes_in_order(
     alerts = [
         e
         for e in asyncio.run(consume_all(bootstrap, ALERT_TOPIC))
-        if e.headers["event_id"].split(":")[1] == "test-backfill"
+        if e.headers["event_id"].split(":")[1] == "regime-v2-test-backfill"
     ]
     assert alerts == []

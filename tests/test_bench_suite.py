@@ -26,9 +26,11 @@ REQUIRED = [
     "freshness_p99",
     "relay_throughput",
     "backfill_1990_2022",
+    "backfill_1990_2022_v3",
     "pit_read",
     "ingest_daily_500",
     "ingest_catchup_20",
+    "regime_vs_peers",
 ]
 SHAPE = {"name", "value", "unit", "compared_to", "baseline_value", "ratio", "target", "met"}
 
@@ -105,11 +107,15 @@ def test_freshness_tiny_sees_every_commit_on_both_paths() -> None:
 
 def test_backfill_tiny_stores_every_session_once() -> None:
     entries = backfill.run("tiny")
-    assert [e["name"] for e in entries] == ["backfill_compute_2022_2022", "backfill_1990_2022"]
-    e = entries[1]
-    _shape(e)
-    assert e["inserted"] == e["sessions"] > 200 and e["rerun_inserted"] == 0
-    assert e["rerun_events"] == 0
+    assert [e["name"] for e in entries] == [
+        "backfill_compute_2022_2022",
+        "backfill_1990_2022",
+        "backfill_1990_2022_v3",
+    ]
+    for e in entries[1:]:
+        _shape(e)
+        assert e["inserted"] == e["sessions"] > 200 and e["rerun_inserted"] == 0
+        assert e["rerun_events"] == 0 and e["events"] > 0
 
 
 async def test_memoised_user_strategy_is_never_edited_by_a_symbol_filter() -> None:
@@ -176,3 +182,18 @@ def test_pit_read_tiny_reads_the_same_closes_as_the_parquet_store() -> None:
     _shape(e)
     assert e["name"] == "pit_read" and e["value"] > 0 and e["baseline_value"] > 0
     assert e["closes_equal"] is True
+
+
+def test_regime_vs_peers_tiny_reports_every_target_with_its_flag() -> None:
+    from bench import regime_vs_peers
+
+    [e] = regime_vs_peers.run("tiny")
+    _shape(e)
+    targets = e["targets"]
+    assert len(targets) == 11 and all(isinstance(t["met"], bool) for t in targets)
+    assert e["value"] == sum(t["met"] for t in targets)
+    assert e["met"] == all(t["met"] for t in targets)
+    oos = e["out_of_sample"]
+    assert set(oos) >= {"regime-v2", "regime-v3", "jump-model", "hmm-filtered", "buy-and-hold"}
+    assert e["spans"]["out_of_sample"][0] == "2007-01-03"
+    assert e["v3_selection"]["defaults_are_the_selection"] is True

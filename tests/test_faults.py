@@ -92,7 +92,7 @@ def _stack(action: str, service: str, state_dir: Path) -> None:
 
 def _model_version(monkeypatch: pytest.MonkeyPatch, state_dir: Path) -> str:
     """A fresh model version for the flows this test runs (and the state dir they read)."""
-    mv = f"fault-{uuid.uuid4().hex[:10]}"
+    mv = f"regime-v2-fault-{uuid.uuid4().hex[:10]}"
     monkeypatch.setenv("BLOASIS_STATE_DIR", str(state_dir))
     monkeypatch.setenv("BLOASIS_MODEL_VERSION", mv)
     return mv

@@ -64,7 +64,9 @@ FIELDS = ("start_date", "end_date", "page_size", "page_token", "user_id")
 
 
 def _settings(base: Settings, **over: Any) -> Settings:
-    return base.model_copy(update={"model_version": f"grpc-{uuid.uuid4().hex[:12]}", **over})
+    return base.model_copy(
+        update={"model_version": f"regime-v2-grpc-{uuid.uuid4().hex[:12]}", **over}
+    )
 
 
 def _results(s: Settings, days: list[tuple[date, str]]) -> list[RegimeResult]:

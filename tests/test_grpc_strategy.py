@@ -228,7 +228,7 @@ def _seed_day(conn: Any, w: World, d: RegimeResult, *, notify: str | None = None
 
 
 def _new_world(base: Settings) -> World:
-    s = base.model_copy(update={"model_version": f"grpcs-{uuid.uuid4().hex[:12]}"})
+    s = base.model_copy(update={"model_version": f"regime-v2-grpcs-{uuid.uuid4().hex[:12]}"})
     prefix = f"tgs-{uuid.uuid4().hex[:8]}-"
     run_id = uuid.uuid4()
     regimes = {d: regime(d, "bear", run_id=run_id, model_version=s.model_version) for d in (D1, D2)}
@@ -829,7 +829,9 @@ async def test_not_found(
         assert code == NOT_FOUND and words in details, (code, details)
 
     # A model version with nothing stored.
-    empty = stack_settings.model_copy(update={"model_version": f"grpcs-{uuid.uuid4().hex[:12]}"})
+    empty = stack_settings.model_copy(
+        update={"model_version": f"regime-v2-grpcs-{uuid.uuid4().hex[:12]}"}
+    )
     srv, _ = await harness.start(empty)
     e = _stubs(harness, srv)
     for call in (

@@ -66,7 +66,7 @@ def live(stack_settings: Settings, provider: LocalProvider, clean_db: Engine) ->
             "provider_timeout_seconds": 2.0,
             "fred_requests_per_second": 1000.0,
             "yahoo_requests_per_second": 1000.0,
-            "model_version": f"test-live-{uuid.uuid4().hex[:6]}",
+            "model_version": f"regime-v2-test-live-{uuid.uuid4().hex[:6]}",
         }
     )
 
@@ -590,7 +590,7 @@ def test_ingest_flow_runs_the_pipeline_for_each_new_session_in_order(
     from flows.pipeline import daily_pipeline
 
     clock = tmp_path / "clock.json"
-    mv = f"test-flow-live-{uuid.uuid4().hex[:6]}"
+    mv = f"regime-v2-test-flow-live-{uuid.uuid4().hex[:6]}"
     for k, v in {
         "BLOASIS_MARKET_DATA": "live",
         "BLOASIS_LIVE_UNIVERSE": "current20",

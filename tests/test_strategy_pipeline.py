@@ -42,7 +42,7 @@ from bloasis.strategy.types import PROFILES, UserPreferences
 from bloasis.users import random_population, seed_population
 from tests.kafka_util import consume_all
 
-MODEL = RegimeModel(DEFAULT_PARAMS, "test-strategy-pipeline")
+MODEL = RegimeModel(DEFAULT_PARAMS, "regime-v2-test-strategy-pipeline")
 RUN = uuid.UUID(int=77)
 DAY = date(2008, 10, 15)
 

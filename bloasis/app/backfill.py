@@ -102,13 +102,15 @@ def compute(
     return plan, results, frame
 
 
-def persist(engine: Engine, results: list[RegimeResult], *, chunk_size: int = 1000) -> BulkOutcome:
+def persist(
+    engine: Engine, results: list[RegimeResult], *, chunk_size: int = 1000, with_events: bool = True
+) -> BulkOutcome:
     """Persist in date order, one transaction per chunk, reporting progress."""
     inserted = existing = events = 0
     total = len(results)
     progress.report("persist", 0, total)
     for i in range(0, total, chunk_size):
-        out = persist_regime_range(engine, results[i : i + chunk_size])
+        out = persist_regime_range(engine, results[i : i + chunk_size], with_events=with_events)
         inserted += out.inserted
         existing += out.existing
         events += out.events
@@ -123,9 +125,11 @@ def classify_range(
     return compute(md, start, end, model=model, run_id=run_id)
 
 
-def persist_range(settings: Settings, results: list[RegimeResult], chunk_size: int) -> BulkOutcome:
+def persist_range(
+    settings: Settings, results: list[RegimeResult], chunk_size: int, with_events: bool = True
+) -> BulkOutcome:
     """Chunks already committed are skipped by a retry (inserts are idempotent)."""
-    return persist(get_engine(settings), results, chunk_size=chunk_size)
+    return persist(get_engine(settings), results, chunk_size=chunk_size, with_events=with_events)
 
 
 def validation_report(md: MarketData, frame: pd.DataFrame, plan: BackfillPlan) -> ValidationReport:
@@ -140,7 +144,7 @@ class BackfillSteps:
         [MarketData, date, date, RegimeModel, uuid.UUID],
         tuple[BackfillPlan, list[RegimeResult], pd.DataFrame],
     ]
-    persist_range: Callable[[Settings, list[RegimeResult], int], BulkOutcome]
+    persist_range: Callable[[Settings, list[RegimeResult], int, bool], BulkOutcome]
     validation_report: Callable[[MarketData, pd.DataFrame, BackfillPlan], ValidationReport]
     publish_run: Callable[[Settings, str, date, bool, Any], str]
     relay_outbox: Callable[[Settings], Awaitable[str]]
@@ -164,6 +168,10 @@ class BackfillRequest:
     chunk_size: int = 1000
     relay: bool = True
     universe: str | None = None
+    # None: the served model (BLOASIS_MODEL_VERSION). Another one (`regime-v3` beside a served
+    # `regime-v2`) is computed and stored under its own version only: no events, and the
+    # served keys are not touched.
+    model_version: str | None = None
 
     def check(self) -> None:
         if self.chunk_size <= 0:
@@ -189,7 +197,11 @@ async def run_backfill(
     logger = logger or log
     settings = settings or load_settings()
     universe = req.universe or settings.universe
-    model = resolve_model(settings.model_version, universe, settings.regime_overrides)
+    served = resolve_model(settings.model_version, universe, settings.regime_overrides)
+    model = resolve_model(
+        req.model_version or settings.model_version, universe, settings.regime_overrides
+    )
+    shadow = model.version != served.version
     engine = get_engine(settings)
     t0 = time.perf_counter()
     md = steps.load_market_data(settings, universe, req.end).as_of(req.end)
@@ -204,6 +216,8 @@ async def run_backfill(
             "end": req.end.isoformat(),
             "chunk_size": req.chunk_size,
             "universe": universe,
+            "model": model.algorithm,
+            "served": not shadow,
             "regime_params": model.params.as_dict(),
         },
         md=md,
@@ -217,7 +231,7 @@ async def run_backfill(
         if plan.note:
             logger.warning(plan.note)
         t = time.perf_counter()
-        stored = steps.persist_range(settings, results, req.chunk_size)
+        stored = steps.persist_range(settings, results, req.chunk_size, not shadow)
         timings["persist_s"] = time.perf_counter() - t
         report = steps.validation_report(md, frame, plan)
         outcome = BackfillOutcome(
@@ -230,8 +244,12 @@ async def run_backfill(
             timings=timings,
         )
         # The regime key switches to the latest stored as-of, like any run's keys.
-        cache_status = steps.publish_run(settings, model.version, plan.end, False, None)
-        relay_status = await steps.relay_outbox(settings) if req.relay else "skipped"
+        if shadow:
+            cache_status = f"not published: the served model is {served.version}"
+            relay_status = "skipped (no events for a model that is not served)"
+        else:
+            cache_status = steps.publish_run(settings, model.version, plan.end, False, None)
+            relay_status = await steps.relay_outbox(settings) if req.relay else "skipped"
         timings["total_s"] = time.perf_counter() - t0
         logger.info(
             "backfill %s..%s: %d sessions, %d inserted, %d already stored, %d events; %s; %s",

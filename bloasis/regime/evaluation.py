@@ -156,7 +156,8 @@ class EpisodeLags:
     trough: str
     onset_from_peak: int | None  # sessions from the peak to the first bear label; None: missed
     onset_from_minus10: int | None  # ... from the -10% point (negative: called before it)
-    exit_after_trough: int | None  # sessions from the trough to the first bull label
+    exit_after_trough: int  # sessions from the trough to the first bull label ...
+    exit_censored: bool  # ... or to the end of the labels, when none came (a lower bound)
 
 
 def episode_lags(bear: pd.Series, markets: list[BearMarket]) -> list[EpisodeLags]:
@@ -179,7 +180,8 @@ def episode_lags(bear: pd.Series, markets: list[BearMarket]) -> list[EpisodeLags
                 trough=m.trough.isoformat(),
                 onset_from_peak=onset,
                 onset_from_minus10=None if onset is None else pk + onset - m10,
-                exit_after_trough=int(bull_after[0]) if bull_after.size else None,
+                exit_after_trough=int(bull_after[0]) if bull_after.size else len(idx) - 1 - tr,
+                exit_censored=not bull_after.size,
             )
         )
     return out
@@ -242,8 +244,11 @@ def score(
         "median_onset_lag_from_minus10": _median(
             [x.onset_from_minus10 for x in lags if x.onset_from_minus10 is not None]
         ),
-        "median_exit_lag_after_trough": _median(
-            [x.exit_after_trough for x in lags if x.exit_after_trough is not None]
+        # An episode still bear at the end of the data counts with its lag so far (a lower
+        # bound): leaving it out would reward a model that never leaves.
+        "median_exit_lag_after_trough": _median([x.exit_after_trough for x in lags]),
+        "median_exit_lag_completed": _median(
+            [x.exit_after_trough for x in lags if not x.exit_censored]
         ),
         "episodes_missed": sum(1 for x in lags if x.onset_from_peak is None),
         "episodes": [asdict(x) for x in lags],

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -193,3 +194,15 @@ def filtered_high_vol(r: np.ndarray, cfg: HmmConfig = HmmConfig()) -> np.ndarray
 def last_params(r: np.ndarray, cfg: HmmConfig = HmmConfig()) -> HmmParams | None:
     schedule = fit_schedule(r, cfg)
     return schedule[-1][1] if schedule else None
+
+
+def high_vol_state(
+    close: pd.Series, cfg: HmmConfig = HmmConfig(), threshold: float = 0.5
+) -> pd.Series:
+    """The filtered HMM as a bull/bear classifier (the comparison's peer): True (bear) where
+    P(high-volatility state | returns so far) > `threshold`; sessions before the first fit are
+    left out."""
+    r = np.diff(np.log(close.to_numpy(dtype="float64")))
+    prob = np.r_[np.nan, filtered_high_vol(r, cfg)]
+    known = ~np.isnan(prob)
+    return pd.Series(prob[known] > threshold, index=close.index[known])
