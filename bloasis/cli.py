@@ -1073,7 +1073,10 @@ EXAMPLES: dict[str, str] = {
     "bloasis run --users test u00042\nbloasis run --regime-only\n"
     "bloasis run --universe synthetic:500:7",
     "backfill": "bloasis backfill --start 1990-01-02 --end 2022-12-28 --out report.json\n"
-    "bloasis backfill --start 2020-01-02 --end 2020-06-30 --json > days.json",
+    "bloasis backfill --start 2020-01-02 --end 2020-06-30 --json > days.json\n"
+    "bloasis backfill --model regime-v2,regime-v3",
+    "regime": "bloasis regime compare\nbloasis regime compare --out comparison.json"
+    " --chart comparison.png\nbloasis regime compare --walk-forward --json > comparison.json",
     "users": "bloasis users add alice --profile conservative --exclude Energy --max-position 0.08\n"
     "bloasis users list\nbloasis users seed 100000 --seed 1",
     "relay": "bloasis relay --once\nbloasis relay --interval 2",

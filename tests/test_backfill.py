@@ -174,7 +174,7 @@ def test_backfill_persists_idempotently_and_publishes_in_order(
     changes = [
         json.loads(e.value)
         for e in asyncio.run(consume_all(bootstrap, REGIME_TOPIC))
-        if e.headers["event_id"].startswith("regime_change:test-backfill:")
+        if e.headers["event_id"].startswith("regime_change:regime-v2-test-backfill:")
     ]
     as_ofs = [c["regime"]["as_of"] for c in changes]
     assert as_ofs == sorted(as_ofs) and len(set(as_ofs)) == len(as_ofs)

@@ -130,3 +130,46 @@ def test_data_universe_status_and_a_failing_ingest(
     assert key not in failed.stderr + failed.stdout
     after = bloasis("data", "status", state_dir=stack_state_dir)
     assert "ingest    live    failed" in after.stdout and key not in after.stdout
+
+
+def test_regime_compare_prints_both_spans_and_the_targets(tmp_path: Path) -> None:
+    out, chart = tmp_path / "c.json", tmp_path / "c.png"
+    proc = bloasis(
+        "regime", "compare", "--out", str(out), "--chart", str(chart),
+        state_dir=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "**full** (1993-01-04 .. 2022-12-28)" in proc.stdout
+    assert "**out of sample** (2007-01-03 .. 2022-12-28)" in proc.stdout
+    assert "| balanced accuracy >= 0.88 |" in proc.stdout
+    doc = json.loads(out.read_text())
+    assert set(doc["scores"]["out_of_sample"]) == {
+        "regime-v2", "regime-v3", "jump-model", "hmm-filtered", "buy-and-hold",
+    }  # fmt: skip
+    assert [m["peak"] for m in doc["truth"]["bear_markets"]] == [
+        "2000-03-24", "2007-10-09", "2020-02-19", "2022-01-03",
+    ]  # fmt: skip
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 50_000
+    # The same inputs give the same document (the bootstrap has a fixed seed).
+    again = bloasis("regime", "compare", "--json", "--no-chart", state_dir=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr
+    redo = json.loads(again.stdout)
+    doc.pop("chart"), doc.pop("timings_seconds"), redo.pop("timings_seconds")
+    doc["models"]["regime-v3"]["selection"].pop("seconds")
+    redo["models"]["regime-v3"]["selection"].pop("seconds")
+    assert redo == doc
+
+
+def test_regime_compare_and_backfill_reject_bad_input(tmp_path: Path) -> None:
+    proc = bloasis("regime", "compare", "--cost-bp", "-1", state_dir=tmp_path)
+    assert proc.returncode == 1 and "--cost-bp must be >= 0, got -1.0" in proc.stderr
+    proc = bloasis("regime", "compare", "--out", str(tmp_path / "no" / "c.json"))
+    assert proc.returncode == 1 and "directory" in proc.stderr and "does not exist" in proc.stderr
+    proc = bloasis("regime", "compare", "--start", "1990-01-02", "--no-chart", state_dir=tmp_path)
+    assert proc.returncode == 1
+    assert "start 1990-01-02 is before 1993-01-04, the first session every model" in proc.stderr
+    proc = bloasis("backfill", "--model", "regime-v9", state_dir=tmp_path)
+    assert proc.returncode == 1
+    assert "--model 'regime-v9': not a regime model (known: regime-v2, regime-v3, all)" in (
+        proc.stderr
+    )

@@ -254,6 +254,14 @@ def settings_env() -> dict[str, type]:
             names[(prefix + field_name).upper()] = cls
             if isinstance(field.validation_alias, str):
                 names[field.validation_alias.upper()] = cls
+    # The regime models' parameters: plain models, their BLOASIS_REGIME_* variables collected
+    # by the settings layer (Settings.regime_overrides).
+    from bloasis.regime.params import ENV_PREFIX as REGIME_PREFIX
+    from bloasis.regime.params import PARAMS_BY_ALGORITHM
+
+    for params in PARAMS_BY_ALGORITHM.values():
+        for field_name in params.model_fields:
+            names[(REGIME_PREFIX + field_name).upper()] = params
     return names
 
 
@@ -331,7 +339,7 @@ def test_paths_named_in_the_guides_exist() -> None:
 # --- settings --------------------------------------------------------------------------------
 def test_every_bloasis_variable_is_a_setting(settings_env: dict[str, type]) -> None:
     assert "BLOASIS_DATABASE_URL" in settings_env
-    # More than bloasis.config.Settings was found (the regime model has its own class).
+    # More than bloasis.config.Settings was found (the regime models have their own classes).
     assert len(set(settings_env.values())) >= 2, set(settings_env.values())
     for path in sorted(DEPLOY.iterdir()):
         if path.suffix == ".pb" or not path.is_file():

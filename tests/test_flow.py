@@ -276,3 +276,25 @@ def test_user_strategies_flow_runs_the_pipeline_as_a_subflow_for_some_users(
     with flow_db.connect() as conn:
         statuses = [runs.get_run(conn, uuid.UUID(x["run_id"])) for x in (first, out)]
     assert [r["status"] if r else None for r in statuses] == ["completed", "completed"]
+
+
+def test_regime_comparison_flow_artifact_has_the_tables_and_the_chart(
+    prefect_harness: None, tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.regime_compare import regime_comparison
+
+    chart = tmp_path / "cmp.png"
+    doc = asyncio.run(regime_comparison(chart=str(chart)))
+    assert chart.is_file() and doc["chart"] == str(chart)
+    assert len(doc["targets"]) == 11
+
+    async def artifact() -> str:
+        async with get_client() as client:
+            arts = [a for a in await client.read_artifacts() if a.key == "regime-comparison"]
+            return str(arts[-1].data)
+
+    text = asyncio.run(artifact())
+    assert "| stock/cash Sharpe |" in text and "**out of sample** (2007-01-03" in text
+    assert "| balanced accuracy >= 0.88 |" in text and str(chart.resolve()) in text
