@@ -204,6 +204,7 @@ def indicator_columns(
     drawdown: np.ndarray,
     gap: np.ndarray,
     slope: np.ndarray,
+    spike_vol: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The classified frame both models return: labels, confidence, risk, the data-driven
     trigger and the reported indicators, on the rows of `market` from `first` (the first
@@ -215,10 +216,13 @@ def indicator_columns(
     close = full_close.iloc[sl]
     market = market.iloc[sl]
     vix = vix_s.to_numpy()[sl]
-    vix_5 = np.full_like(vix, np.nan)
-    vix_5[5:] = vix[:-5]
+    # The volatility-spike trigger: on the VIX (or its proxy) for regime-v2, on the volatility
+    # the model itself uses when given (regime-v3: nothing of it rests on the fitted proxy).
+    vol = vix if spike_vol is None else spike_vol
+    vol_5 = np.full_like(vol, np.nan)
+    vol_5[5:] = vol[:-5]
     with np.errstate(invalid="ignore", divide="ignore"):
-        spike = (vix / vix_5 >= p.vix_spike_ratio) & (vix >= p.vix_spike_min)
+        spike = (vol / vol_5 >= p.vix_spike_ratio) & (vol >= p.vix_spike_min)
     trigger = np.where(
         ret <= p.circuit_breaker_drop, "circuit_breaker", np.where(spike, "vix_spike", "")
     )

@@ -259,6 +259,7 @@ def classify_frame_v3(market: pd.DataFrame, p: RegimeV3Params) -> pd.DataFrame:
         drawdown=cycle_dd,
         gap=gap,
         slope=slope,
+        spike_vol=vol,
     )
     frame["decided_by"] = np.asarray(DECIDED, dtype=object)[why]
     frame["realised_vol"] = vol
