@@ -81,7 +81,7 @@ def run(size: str = "full", settings: Settings | None = None) -> list[dict[str, 
                     "fred_api_key": SecretStr("bench-key"),
                     "fred_requests_per_second": 1000.0,
                     "yahoo_requests_per_second": 1000.0,
-                    "model_version": "bench-ingest",
+                    "model_version": "regime-v2-bench-ingest",
                 }
             )
 

@@ -25,6 +25,7 @@ from bloasis.strategy.types import (
 )
 
 _OPTIONAL_FLOATS = ("yield_curve", "credit_spread", "high_vol_prob", "realised_vol", "rebound")
+_V3_ONLY = ("decided_by", "realised_vol", "rebound")
 
 
 def ts(dt: datetime) -> Timestamp:
@@ -56,6 +57,9 @@ def regime_from_pb(m: common_pb2.MarketRegime) -> RegimeResult:
     for k in _OPTIONAL_FLOATS:
         if not m.indicators.HasField(k):
             ind[k] = None
+    if not m.indicators.decided_by:  # regime-v2: its results have none of v3's indicators
+        for k in _V3_ONLY:
+            del ind[k]
     return RegimeResult(
         as_of=date.fromisoformat(m.as_of),
         regime=m.regime,

@@ -72,3 +72,10 @@ def test_wire_round_trip_keeps_missing_indicators_missing() -> None:
     assert back == r
     assert back.indicators["yield_curve"] is None
     assert "yield_curve" not in json.loads(regime_to_json(r))["indicators"]
+
+
+def test_wire_round_trip_of_a_v3_result_keeps_its_own_indicators() -> None:
+    r = regime(D1, "bear", decided_by="bear_not_recovered", realised_vol=31.2, rebound=None)
+    back = regime_from_json(regime_to_json(r))
+    assert back == r and back.indicators["rebound"] is None
+    assert json.loads(regime_to_json(r))["indicators"]["decided_by"] == "bear_not_recovered"
