@@ -249,7 +249,8 @@ def cmd_regime(args: argparse.Namespace) -> int:
     settings = load_settings()
     md = pipeline.load_market_data_with_issues(None, settings.universe, settings=settings)[0]
     chart = None if args.no_chart else args.chart or settings.state_dir / "regime-comparison.png"
-    chart and chart.parent.mkdir(parents=True, exist_ok=True)
+    if chart is not None:
+        chart.parent.mkdir(parents=True, exist_ok=True)
     req = CompareRequest(
         start=args.start,
         end=args.end,

@@ -163,19 +163,7 @@ def _classify_frame_v2(market: pd.DataFrame, p: RegimeParams) -> pd.DataFrame:
     labels = dwell_filter(raw, p.min_dwell, p.stress_dwell)
 
     rule_conf = _rule_confidence(labels, vol, gap, dd, p)
-    agree = np.select(
-        [(labels == _CRISIS) | (labels == _BEAR), labels == _RECOVERY],
-        [prob, 1.0 - np.abs(prob - 0.5)],
-        1.0 - prob,
-    )
-    conf = np.where(
-        np.isnan(prob), rule_conf, p.rule_weight * rule_conf + (1 - p.rule_weight) * agree
-    )
-    risk = np.where(
-        (labels == _CRISIS) | (vol > p.high_risk_vol),
-        "high",
-        np.where((labels == _BEAR) | (vol > p.medium_risk_vol), "medium", "low"),
-    )
+    conf, risk = confidence_and_risk(labels, rule_conf, prob, vol, p)
     return indicator_columns(
         market,
         first,
@@ -189,6 +177,27 @@ def _classify_frame_v2(market: pd.DataFrame, p: RegimeParams) -> pd.DataFrame:
         gap=gap,
         slope=slope,
     )
+
+
+def confidence_and_risk(
+    labels: np.ndarray, rule_conf: np.ndarray, prob: np.ndarray, vol: np.ndarray, p: AnyParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both models' confidence (the rule margin combined with how far the HMM agrees; the rule
+    margin alone before its first fit) and SPEC §2's risk level on the volatility they use."""
+    agree = np.select(
+        [(labels == _CRISIS) | (labels == _BEAR), labels == _RECOVERY],
+        [prob, 1.0 - np.abs(prob - 0.5)],
+        1.0 - prob,
+    )
+    conf = np.where(
+        np.isnan(prob), rule_conf, p.rule_weight * rule_conf + (1 - p.rule_weight) * agree
+    )
+    risk = np.where(
+        (labels == _CRISIS) | (vol > p.high_risk_vol),
+        "high",
+        np.where((labels == _BEAR) | (vol > p.medium_risk_vol), "medium", "low"),
+    )
+    return conf, risk
 
 
 def indicator_columns(

@@ -203,7 +203,7 @@ def labels_only(market: pd.DataFrame, p: RegimeV3Params) -> pd.Series:
 def classify_frame_v3(market: pd.DataFrame, p: RegimeV3Params) -> pd.DataFrame:
     """Label every row (columns as `bloasis.regime.model.classify_frame`, plus the cycle's
     trace for the reasoning). Rows before the average and the volatility exist are dropped."""
-    from bloasis.regime.model import indicator_columns
+    from bloasis.regime.model import confidence_and_risk, indicator_columns
 
     inp = v3_inputs(market, p)
     cyc = run_cycle(inp, p)
@@ -233,19 +233,7 @@ def classify_frame_v3(market: pd.DataFrame, p: RegimeV3Params) -> pd.DataFrame:
         (p.trend_band * 2 - np.abs(gap)) / (p.trend_band * 2),
     )
     rule_conf = 0.5 + 0.5 * np.clip(np.nan_to_num(margin), 0.0, 1.0)
-    agree = np.select(
-        [(labels == CRISIS) | (labels == BEAR), labels == RECOVERY],
-        [prob, 1.0 - np.abs(prob - 0.5)],
-        1.0 - prob,
-    )
-    conf = np.where(
-        np.isnan(prob), rule_conf, p.rule_weight * rule_conf + (1 - p.rule_weight) * agree
-    )
-    risk = np.where(
-        (labels == CRISIS) | (vol > p.high_risk_vol),
-        "high",
-        np.where((labels == BEAR) | (vol > p.medium_risk_vol), "medium", "low"),
-    )
+    conf, risk = confidence_and_risk(labels, rule_conf, prob, vol, p)
     dates = inp.index.strftime("%Y-%m-%d").to_numpy()
     frame = indicator_columns(
         market,
