@@ -12,7 +12,9 @@ while the index rose 50%). regime-v3 keeps a cycle instead:
   `credit_narrowing` pp below its `credit_window`-session high (the credit market no longer
   pricing more stress; bear-market rallies, as in 2001, 2002 and late 2008, came with spreads
   still at their highs). Without a credit series the rebound alone decides, and the reasoning
-  says so.
+  says so. A bear also ends when the index closes above the high it fell from: no bear market
+  by the definition the model is judged against (without this rule the 1991, 1998 and 1999
+  corrections stayed "bear" at new highs, 98 sessions of 1990-2006).
 - **recovery**: from the end of a bear until the 200-day trend confirms (index above a rising
   average) or `recovery_max_sessions` pass. A new cycle high is counted from the recovery on.
 - **crisis**: realised volatility above `crisis_vol`, whatever the cycle.
@@ -95,6 +97,7 @@ class Cycle:
     entry_rule: np.ndarray  # _D_DD / _D_DEEP: what started the current (or last) bear
     exit_pos: np.ndarray  # row where the last bear ended; -1 before any
     credit_known: np.ndarray  # the credit confirmation could be checked when the bear ended
+    regained: np.ndarray  # the last bear ended because the index regained the high it fell from
 
 
 def run_cycle(inp: V3Inputs, p: RegimeV3Params) -> Cycle:
@@ -110,9 +113,11 @@ def run_cycle(inp: V3Inputs, p: RegimeV3Params) -> Cycle:
     entry_rule = np.full(n, -1, dtype=np.int8)
     exit_pos = np.full(n, -1, dtype=np.int64)
     credit_known = np.ones(n, dtype=bool)
+    regained = np.zeros(n, dtype=bool)
     in_bear = False
     hi = lo = rule = ex = -1
     known = True
+    back = False
     bear_dd, deep_dd, rebound, narrow = (
         p.bear_drawdown,
         p.deep_bear_drawdown,
@@ -132,18 +137,23 @@ def run_cycle(inp: V3Inputs, p: RegimeV3Params) -> Cycle:
         else:
             if c < close[lo]:
                 lo = i
-            if c >= close[lo] * (1.0 + rebound):
+            if c > close[hi]:
+                # Above the high it fell from, the index is in no bear market (the ex-post
+                # definition itself): whatever the rebound rule says, the bear is over.
+                in_bear, ex, hi, back = False, i, i, True
+            elif c >= close[lo] * (1.0 + rebound):
                 cr, ch = credit[i], credit_high[i]
                 known = cr == cr and ch == ch  # not NaN
                 if narrow <= 0 or not known or cr <= ch - narrow:
-                    in_bear, ex, hi = False, i, i
+                    in_bear, ex, hi, back = False, i, i, False
         stress[i] = in_bear
         high_pos[i] = hi
         low_pos[i] = lo
         entry_rule[i] = rule
         exit_pos[i] = ex
         credit_known[i] = known
-    return Cycle(stress, high_pos, low_pos, entry_rule, exit_pos, credit_known)
+        regained[i] = back
+    return Cycle(stress, high_pos, low_pos, entry_rule, exit_pos, credit_known, regained)
 
 
 def v3_labels(inp: V3Inputs, cyc: Cycle, p: RegimeV3Params) -> tuple[np.ndarray, np.ndarray]:
@@ -259,6 +269,7 @@ def classify_frame_v3(market: pd.DataFrame, p: RegimeV3Params) -> pd.DataFrame:
     frame["recovered_on"] = np.where(ep >= 0, dates[np.maximum(ep, 0)], "")
     frame["credit_high"] = inp.credit_high[sl]
     frame["credit_checked"] = cyc.credit_known[sl]
+    frame["regained_high"] = cyc.regained[sl]
     frame.attrs["model"] = "regime-v3"
     frame.attrs["params"] = p
     return frame
@@ -299,6 +310,11 @@ def reasoning_v3(regime: str, confidence: float, row: dict[str, Any], p: RegimeV
                 if p.credit_narrowing > 0
                 else ""
             )
+        )
+    elif why == "rebound_confirmed" and row["regained_high"]:
+        decided = (
+            f"recovered on {row['recovered_on']}: back above the high the bear fell from;"
+            " the 200-day trend has not confirmed yet"
         )
     elif why == "rebound_confirmed":
         credit = (
