@@ -258,3 +258,13 @@ def test_backfill_of_the_other_model_is_stored_only(
     assert main["model_version"] == served and main["outcome"].events > 0  # type: ignore[attr-defined]
     assert r.get(REGIME_CURRENT_KEY) is not None
     r.close()
+
+
+def test_no_bear_above_the_high_it_fell_from(v3: pd.DataFrame) -> None:
+    """A bear whose index closes above the high it fell from is over (regressed: 1991, 1998 and
+    1999 were labelled bear at new highs before the rule)."""
+    assert not ((v3["regime"] == "bear") & (v3["sp500_close"] > v3["cycle_high"])).any()
+    regained = sorted(set(v3.loc[v3["regained_high"], "recovered_on"]) - {""})
+    assert regained == ["1991-02-13", "1998-11-23", "1999-11-16", "2018-08-24"]
+    assert v3.loc["1999-11-15", "regime"] == "bear"
+    assert v3.loc["1999-11-16", "regime"] in ("bull", "recovery")
