@@ -61,7 +61,9 @@ def date_bear_markets(close: pd.Series, threshold: float = 0.20) -> list[BearMar
         if seg.size < 2:
             continue
         low = int(seg[np.argmin(values[seg])])
-        if values[low] / values[p] - 1.0 > -threshold:
+        # "At least 20%": a fall of exactly the threshold counts, whatever the float rounding
+        # of the ratio (80/100 - 1 is -0.19999999999999996).
+        if values[low] > values[p] * (1.0 - threshold) * (1.0 + 1e-12):
             continue
         below = seg[values[seg] <= values[p] * 0.9]
         out.append(
@@ -103,8 +105,11 @@ def stock_cash_returns(close: pd.Series, invested: pd.Series, cost_bp: float = 1
 
 def sharpe(r: pd.Series | np.ndarray) -> float:
     x = np.asarray(r, dtype="float64")
-    sd = x.std(ddof=1)
-    return float(x.mean() / sd * np.sqrt(SESSIONS_PER_YEAR)) if sd > 0 else 0.0
+    sd = x.std(ddof=1) if x.size > 1 else 0.0
+    # A constant series has no ratio; its computed stdev is rounding noise (1e-19), not 0.
+    if not np.isfinite(sd) or sd <= 1e-12 * max(1.0, float(np.abs(x).max(initial=0.0))):
+        return 0.0
+    return float(x.mean() / sd * np.sqrt(SESSIONS_PER_YEAR))
 
 
 def max_drawdown(r: pd.Series) -> float:
