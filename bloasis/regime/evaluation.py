@@ -44,15 +44,16 @@ def date_bear_markets(close: pd.Series, threshold: float = 0.20) -> list[BearMar
     """Peak -> trough falls of at least `threshold`, the trough being the lowest close before the
     peak is regained (an episode still under water at the end of the data ends at its lowest
     close so far)."""
-    if not 0 < threshold < 1:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    if not 0.10 <= threshold < 1:
+        # Below 10% an episode could end before its -10% point, which every lag is measured from.
+        raise ValueError(f"threshold must be in [0.10, 1), got {threshold}")
     c = close.dropna().astype("float64")
     values = c.to_numpy()
     if values.size == 0:
         return []
     if (values <= 0).any():
         raise ValueError("closes must be positive")
-    # An episode starts at a running high and lasts until a close exceeds that high.
+    # An episode starts at a running high and lasts until a close reaches that high again.
     is_high = values >= np.maximum.accumulate(values)
     peak_pos = np.maximum.accumulate(np.where(is_high, np.arange(values.size), 0))
     out: list[BearMarket] = []
@@ -87,9 +88,12 @@ def expost_bear(index: pd.DatetimeIndex, markets: list[BearMarket]) -> pd.Series
 
 
 def as_bear(labels: pd.Series) -> pd.Series:
-    """Bear flags from labels: booleans pass through, regime names map crisis/bear -> True."""
+    """Bear flags from labels: booleans pass through (nullable ones too, a missing flag as
+    bull), regime names map crisis/bear -> True."""
     if labels.dtype == bool:
         return labels
+    if pd.api.types.is_bool_dtype(labels.dtype):  # pandas' nullable "boolean"
+        return labels.fillna(False).astype(bool)
     return labels.isin(STRESS)
 
 
@@ -105,16 +109,25 @@ def stock_cash_returns(close: pd.Series, invested: pd.Series, cost_bp: float = 1
 
 def sharpe(r: pd.Series | np.ndarray) -> float:
     x = np.asarray(r, dtype="float64")
-    sd = x.std(ddof=1) if x.size > 1 else 0.0
-    # A constant series has no ratio; its computed stdev is rounding noise (1e-19), not 0.
-    if not np.isfinite(sd) or sd <= 1e-12 * max(1.0, float(np.abs(x).max(initial=0.0))):
-        return 0.0
-    return float(x.mean() / sd * np.sqrt(SESSIONS_PER_YEAR))
+    return float(_sharpe_rows(x[None, :])[0]) if x.size > 1 else 0.0
+
+
+def _sharpe_rows(x: np.ndarray) -> np.ndarray:
+    """Sharpe of each row. A constant row has no ratio (0): its computed stdev is rounding
+    noise (1e-19), not 0, so the test is relative to the row's scale."""
+    mean = x.mean(axis=1)
+    sd = x.std(axis=1, ddof=1)
+    scale = np.maximum(1.0, np.abs(x).max(axis=1))
+    ok = np.isfinite(sd) & (sd > 1e-12 * scale)
+    out = np.zeros_like(mean)
+    np.divide(mean, sd, out=out, where=ok)
+    return out * np.sqrt(SESSIONS_PER_YEAR)
 
 
 def max_drawdown(r: pd.Series) -> float:
-    eq = (1.0 + r).cumprod()
-    return float((eq / eq.cummax() - 1.0).min())
+    """From an equity of 1 before the first return (a loss on day one is a drawdown too)."""
+    eq = np.cumprod(np.r_[1.0, 1.0 + np.asarray(r, dtype="float64")])
+    return float((eq / np.maximum.accumulate(eq) - 1.0).min())
 
 
 def cagr(r: pd.Series) -> float:
@@ -143,10 +156,7 @@ def bootstrap_sharpe_diff(
     starts = rng.integers(0, n - block + 1, size=(samples, k))
     idx = (starts[:, :, None] + np.arange(block)).reshape(samples, -1)[:, :n]
     s = x[idx]  # samples x n x 2
-    mean = s.mean(axis=1)
-    sd = s.std(axis=1, ddof=1)
-    sr = np.divide(mean, sd, out=np.zeros_like(mean), where=sd > 0) * np.sqrt(SESSIONS_PER_YEAR)
-    diff = sr[:, 0] - sr[:, 1]
+    diff = _sharpe_rows(s[:, :, 0]) - _sharpe_rows(s[:, :, 1])
     lo, hi = np.quantile(diff, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
 
