@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import date
+from pathlib import Path
+from typing import Any
 
 from bloasis.publish.events import ALERT_TOPIC, REGIME_TOPIC, regime_events
 from bloasis.wire import regime_from_json, regime_to_json
@@ -79,3 +83,40 @@ def test_wire_round_trip_of_a_v3_result_keeps_its_own_indicators() -> None:
     back = regime_from_json(regime_to_json(r))
     assert back == r and back.indicators["rebound"] is None
     assert json.loads(regime_to_json(r))["indicators"]["decided_by"] == "bear_not_recovered"
+
+
+def _original_consumer(events: list[Any]) -> list[dict[str, Any]]:
+    """Decode with messages generated from the original contract, in a process of its own."""
+    lines = "".join(json.dumps({"topic": e.topic, "payload": e.payload}) + "\n" for e in events)
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "v1_client.py"), "--decode"],
+        input=lines, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return [json.loads(x) for x in proc.stdout.splitlines()]
+
+
+def test_an_original_consumer_reads_regime_and_alert_events() -> None:
+    prev = regime(D1, "bear")
+    cur = regime(D2, "crisis", trigger="circuit_breaker", daily_return=-0.08)
+    events = regime_events(prev, cur)
+    got = _original_consumer(events)
+    assert [g["topic"] for g in got] == ["regime-events", "alert-events", "alert-events"]
+    assert all("error" not in g for g in got)
+    change = got[0]["event"]
+    assert change["event_id"] == events[0].event_id
+    assert (change["previous_regime"], change["new_regime"]) == ("bear", "crisis")
+    assert change["confidence"] == cur.confidence and change["reasoning"] == cur.reasoning
+    assert change["timestamp"] == "2026-01-02T03:04:05Z"
+    assert change["priority"] == "EVENT_PRIORITY_CRITICAL"
+    assert change["metadata"]["event_type"] == "regime_change"
+    assert change["metadata"]["as_of"] == D2.isoformat()
+    alerts = {g["event"]["alert_type"]: g["event"] for g in got[1:]}
+    assert set(alerts) == {"crisis_entered", "circuit_breaker"}
+    crit = alerts["circuit_breaker"]
+    assert crit["severity"] == "critical" and crit["priority"] == "EVENT_PRIORITY_CRITICAL"
+    assert crit["timestamp"] == "2026-01-02T03:04:05Z" and "fell" in crit["message"]
+    assert crit["indicators"]["daily_return"] == "-0.08"
+    # History filled in is low priority, and says so.
+    [hist] = _original_consumer(regime_events(prev, cur, historical=True))
+    assert hist["event"]["priority"] == "EVENT_PRIORITY_LOW"
+    assert hist["event"]["metadata"]["historical"] == "true"

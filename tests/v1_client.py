@@ -4,10 +4,14 @@ BLOASIS services were: it generates its stubs into a directory of its own and im
 process of its own.
 
     python tests/v1_client.py HOST:PORT [--user ID] [--token TOKEN]
+    python tests/v1_client.py --decode < events.jsonl
 
 Calls every method of the three original services with the documented requests and prints one
 JSON object per method: the status code, and the decoded answer or the error as such a client
-sees it. The compatibility tests run it; run by hand it shows what an original client gets.
+sees it. With `--decode` it is an original Kafka consumer instead: each stdin line
+`{"topic": ..., "payload": ...}` is parsed as the topic's original event message (proto3 JSON,
+unknown keys ignored as the original consumers' parser did) and printed decoded. The
+compatibility tests run it; run by hand it shows what an original client gets.
 """
 
 from __future__ import annotations
@@ -71,9 +75,35 @@ def calls(user: str) -> list[tuple[str, str, str, dict[str, Any]]]:
     ]
 
 
+TOPICS = {
+    "regime-events": "RegimeChangeEvent",
+    "alert-events": "MarketAlertEvent",
+    "strategy-events": "StrategySignalEvent",
+}
+
+
+def decode(lines: list[str]) -> None:
+    from google.protobuf import json_format
+
+    events_pb2 = importlib.import_module("bloasis.events_pb2")
+    for line in lines:
+        item = json.loads(line)
+        msg = getattr(events_pb2, TOPICS[item["topic"]])()
+        out: dict[str, Any] = {"topic": item["topic"]}
+        try:
+            json_format.Parse(item["payload"], msg, ignore_unknown_fields=True)
+            out["event"] = json_format.MessageToDict(
+                msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            )
+        except json_format.ParseError as exc:
+            out["error"] = str(exc)
+        print(json.dumps(out), flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("address")
+    ap.add_argument("address", nargs="?")
+    ap.add_argument("--decode", action="store_true", help="decode event lines from stdin")
     ap.add_argument("--user", default="test")
     ap.add_argument("--token", default=None)
     ap.add_argument("--timeout", type=float, default=30.0)
@@ -84,6 +114,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
         sys.path.insert(0, tmp)
+        if args.decode:
+            decode(sys.stdin.read().splitlines())
+            return 0
+        if not args.address:
+            ap.error("give HOST:PORT, or --decode")
         meta = [("authorization", f"Bearer {args.token}")] if args.token else None
         with grpc.insecure_channel(args.address) as channel:
             for module, service, method, fields in calls(args.user):

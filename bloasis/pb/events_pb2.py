@@ -27,7 +27,7 @@ from bloasis.pb import common_pb2 as bloasis_dot_pb_dot_common__pb2
 from bloasis.pb import strategy_pb2 as bloasis_dot_pb_dot_strategy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62loasis/pb/events.proto\x12\x0e\x62loasis.events\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17\x62loasis/pb/common.proto\x1a\x19\x62loasis/pb/strategy.proto\"\xd9\x01\n\x11RegimeChangeEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fprevious_regime\x18\x04 \x01(\t\x12\x12\n\nnew_regime\x18\x05 \x01(\t\x12,\n\x06regime\x18\x06 \x01(\x0b\x32\x1c.bloasis.common.MarketRegime\x12\x12\n\nhistorical\x18\x07 \x01(\x08\"\x9e\x02\n\x10MarketAlertEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08severity\x18\x04 \x01(\t\x12\x12\n\nalert_type\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\r\n\x05\x61s_of\x18\x07 \x01(\t\x12,\n\x06regime\x18\x08 \x01(\x0b\x32\x1c.bloasis.common.MarketRegime\x12\x13\n\x0b\x61ge_seconds\x18\t \x01(\x01\x12\x13\n\x0bsla_seconds\x18\n \x01(\r\x12\x15\n\rmodel_version\x18\x0b \x01(\t\"\xcc\x02\n\x13StrategySignalEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bstrategy_id\x18\x04 \x01(\t\x12\r\n\x05\x61s_of\x18\x05 \x01(\t\x12\x14\n\x0crisk_profile\x18\x06 \x01(\t\x12\x0f\n\x07user_id\x18\x07 \x01(\t\x12\x0e\n\x06regime\x18\x08 \x01(\t\x12\x12\n\nrisk_level\x18\t \x01(\t\x12)\n\x07signals\x18\n \x03(\x0b\x32\x18.bloasis.strategy.Signal\x12\x13\n\x0b\x63\x61sh_weight\x18\x0b \x01(\t\x12\x1b\n\x13profile_strategy_id\x18\x0c \x01(\t\x12\x12\n\nhistorical\x18\r \x01(\x08\x42\x13\n\x11io.bloasis.eventsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62loasis/pb/events.proto\x12\x0e\x62loasis.events\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17\x62loasis/pb/common.proto\x1a\x19\x62loasis/pb/strategy.proto\"\xb8\x03\n\x11RegimeChangeEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fprevious_regime\x18\x04 \x01(\t\x12\x12\n\nnew_regime\x18\x05 \x01(\t\x12,\n\x06regime\x18\x06 \x01(\x0b\x32\x1c.bloasis.common.MarketRegime\x12\x12\n\nhistorical\x18\x07 \x01(\x08\x12\x11\n\ttimestamp\x18\x08 \x01(\t\x12\x12\n\nconfidence\x18\t \x01(\x01\x12\x11\n\treasoning\x18\n \x01(\t\x12/\n\x08priority\x18\x0b \x01(\x0e\x32\x1d.bloasis.events.EventPriority\x12\x41\n\x08metadata\x18\x0c \x03(\x0b\x32/.bloasis.events.RegimeChangeEvent.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdb\x03\n\x10MarketAlertEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08severity\x18\x04 \x01(\t\x12\x12\n\nalert_type\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\r\n\x05\x61s_of\x18\x07 \x01(\t\x12,\n\x06regime\x18\x08 \x01(\x0b\x32\x1c.bloasis.common.MarketRegime\x12\x13\n\x0b\x61ge_seconds\x18\t \x01(\x01\x12\x13\n\x0bsla_seconds\x18\n \x01(\r\x12\x15\n\rmodel_version\x18\x0b \x01(\t\x12\x11\n\ttimestamp\x18\x0c \x01(\t\x12/\n\x08priority\x18\r \x01(\x0e\x32\x1d.bloasis.events.EventPriority\x12\x44\n\nindicators\x18\x0e \x03(\x0b\x32\x30.bloasis.events.MarketAlertEvent.IndicatorsEntry\x1a\x31\n\x0fIndicatorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcc\x02\n\x13StrategySignalEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bstrategy_id\x18\x04 \x01(\t\x12\r\n\x05\x61s_of\x18\x05 \x01(\t\x12\x14\n\x0crisk_profile\x18\x06 \x01(\t\x12\x0f\n\x07user_id\x18\x07 \x01(\t\x12\x0e\n\x06regime\x18\x08 \x01(\t\x12\x12\n\nrisk_level\x18\t \x01(\t\x12)\n\x07signals\x18\n \x03(\x0b\x32\x18.bloasis.strategy.Signal\x12\x13\n\x0b\x63\x61sh_weight\x18\x0b \x01(\t\x12\x1b\n\x13profile_strategy_id\x18\x0c \x01(\t\x12\x12\n\nhistorical\x18\r \x01(\x08*\x98\x01\n\rEventPriority\x12\x1e\n\x1a\x45VENT_PRIORITY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45VENT_PRIORITY_LOW\x10\x01\x12\x19\n\x15\x45VENT_PRIORITY_MEDIUM\x10\x02\x12\x17\n\x13\x45VENT_PRIORITY_HIGH\x10\x03\x12\x1b\n\x17\x45VENT_PRIORITY_CRITICAL\x10\x04\x42\x13\n\x11io.bloasis.eventsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +35,20 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bloasis.pb.events_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\021io.bloasis.events'
+  _globals['_REGIMECHANGEEVENT_METADATAENTRY']._loaded_options = None
+  _globals['_REGIMECHANGEEVENT_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_MARKETALERTEVENT_INDICATORSENTRY']._loaded_options = None
+  _globals['_MARKETALERTEVENT_INDICATORSENTRY']._serialized_options = b'8\001'
+  _globals['_EVENTPRIORITY']._serialized_start=1385
+  _globals['_EVENTPRIORITY']._serialized_end=1537
   _globals['_REGIMECHANGEEVENT']._serialized_start=129
-  _globals['_REGIMECHANGEEVENT']._serialized_end=346
-  _globals['_MARKETALERTEVENT']._serialized_start=349
-  _globals['_MARKETALERTEVENT']._serialized_end=635
-  _globals['_STRATEGYSIGNALEVENT']._serialized_start=638
-  _globals['_STRATEGYSIGNALEVENT']._serialized_end=970
+  _globals['_REGIMECHANGEEVENT']._serialized_end=569
+  _globals['_REGIMECHANGEEVENT_METADATAENTRY']._serialized_start=522
+  _globals['_REGIMECHANGEEVENT_METADATAENTRY']._serialized_end=569
+  _globals['_MARKETALERTEVENT']._serialized_start=572
+  _globals['_MARKETALERTEVENT']._serialized_end=1047
+  _globals['_MARKETALERTEVENT_INDICATORSENTRY']._serialized_start=998
+  _globals['_MARKETALERTEVENT_INDICATORSENTRY']._serialized_end=1047
+  _globals['_STRATEGYSIGNALEVENT']._serialized_start=1050
+  _globals['_STRATEGYSIGNALEVENT']._serialized_end=1382
 # @@protoc_insertion_point(module_scope)

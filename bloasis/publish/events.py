@@ -33,6 +33,31 @@ def _event(topic: str, key: str, event_type: str, event_id: str, payload: str) -
     )
 
 
+_P = events_pb2.EventPriority
+_SEVERITY_PRIORITY: Final = {
+    "critical": _P.EVENT_PRIORITY_CRITICAL,
+    "warning": _P.EVENT_PRIORITY_MEDIUM,
+    "info": _P.EVENT_PRIORITY_LOW,
+}
+
+
+def iso_z(dt: datetime) -> str:
+    """The original contract's timestamp strings: ISO 8601 in UTC, e.g. 2025-01-26T14:30:00Z."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _change_priority(r: RegimeResult, historical: bool) -> events_pb2.EventPriority:
+    if historical:
+        return _P.EVENT_PRIORITY_LOW
+    if r.regime == "crisis":
+        return _P.EVENT_PRIORITY_CRITICAL
+    return _P.EVENT_PRIORITY_HIGH if r.regime == "bear" else _P.EVENT_PRIORITY_MEDIUM
+
+
+def _indicator_strings(r: RegimeResult) -> dict[str, str]:
+    return {k: str(v) for k, v in r.indicators.items() if v is not None and v != ""}
+
+
 def regime_event_id(kind: str, r: RegimeResult) -> str:
     return f"{kind}:{r.model_version}:{r.as_of.isoformat()}"
 
@@ -60,6 +85,18 @@ def regime_events(
             new_regime=current.regime,
             regime=pb,
             historical=historical,
+            timestamp=iso_z(current.computed_at),
+            confidence=current.confidence,
+            reasoning=current.reasoning,
+            priority=_change_priority(current, historical),
+            metadata={
+                "event_type": "regime_change",
+                "model_version": current.model_version,
+                "as_of": current.as_of.isoformat(),
+                "trigger": current.trigger,
+                "risk_level": current.risk_level,
+                "historical": str(historical).lower(),
+            },
         )
         out.append(_event(REGIME_TOPIC, "regime", "regime_change", eid, to_json(msg)))
     if historical:
@@ -98,6 +135,9 @@ def regime_events(
             as_of=current.as_of.isoformat(),
             regime=pb,
             model_version=current.model_version,
+            timestamp=iso_z(current.computed_at),
+            priority=_SEVERITY_PRIORITY[severity],
+            indicators=_indicator_strings(current),
         )
         out.append(_event(ALERT_TOPIC, alert_type, "market_alert", eid, to_json(msg)))
     return out
@@ -127,6 +167,9 @@ def freshness_alert_event(
         age_seconds=round(age_seconds, 3),
         sla_seconds=sla_seconds,
         model_version=served.model_version,
+        timestamp=iso_z(occurred_at),
+        priority=_SEVERITY_PRIORITY["warning"],
+        indicators=_indicator_strings(served),
     )
     return _event(ALERT_TOPIC, FRESHNESS_ALERT, "market_alert", eid, to_json(msg))
 
