@@ -175,13 +175,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                     start=start, end=end, chunk_size=args.chunk_size, model_version=model
                 )
             )
-        if i < len(models) - 1:
-            _print_backfill(args, summary)
+        if i:
             print()
-    return _print_backfill(args, summary)
+        _print_backfill(args, summary)
+    return 0
 
 
-def _backfill_models(spec: str | None, settings: Any) -> list[str | None]:
+def _backfill_models(spec: str | None, settings: Settings) -> list[str | None]:
     """`--model regime-v3`, `--model regime-v2,regime-v3` or `--model all`; None: the served
     one. Each name is checked before anything runs."""
     from bloasis.regime.params import ALGORITHMS, algorithm_of
@@ -201,7 +201,7 @@ def _backfill_models(spec: str | None, settings: Any) -> list[str | None]:
     return [None if n == settings.model_version else n for n in names]
 
 
-def _print_backfill(args: argparse.Namespace, summary: dict[str, Any]) -> int:
+def _print_backfill(args: argparse.Namespace, summary: dict[str, Any]) -> None:
     from bloasis.regime.validation import ValidationReport, format_report
 
     days = summary.pop("days")
@@ -226,7 +226,6 @@ def _print_backfill(args: argparse.Namespace, summary: dict[str, Any]) -> int:
     if args.json:
         json.dump(days, sys.stdout)
         sys.stdout.write("\n")
-    return 0
 
 
 def cmd_regime(args: argparse.Namespace) -> int:

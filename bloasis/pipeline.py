@@ -421,13 +421,12 @@ def persist_regime_range(
         return BulkOutcome(0, 0, 0)
     results = sorted(results, key=lambda r: r.as_of)
     mv = results[0].model_version
-    events_on = with_events
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(f"regimes:{mv}")})
         new = set(regimes.insert_regimes(conn, results))
         previous = session_before(conn, mv, results[0].as_of)
         events = []
-        if new and events_on:
+        if new and with_events:
             stored = {
                 r.as_of: r
                 for r in regimes.regime_history(
@@ -440,6 +439,6 @@ def persist_regime_range(
                     events.extend(regime_events(previous, cur, historical=True))
                 previous = cur
         n_events = outbox.enqueue(conn, events)
-        if new and events_on:
+        if new and with_events:
             outbox.notify_results(conn, f"regime:{max(new).isoformat()}")
     return BulkOutcome(inserted=len(new), existing=len(results) - len(new), events=n_events)

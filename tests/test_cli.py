@@ -163,6 +163,8 @@ def test_regime_compare_prints_both_spans_and_the_targets(tmp_path: Path) -> Non
 def test_regime_compare_and_backfill_reject_bad_input(tmp_path: Path) -> None:
     proc = bloasis("regime", "compare", "--cost-bp", "-1", state_dir=tmp_path)
     assert proc.returncode == 1 and "--cost-bp must be >= 0, got -1.0" in proc.stderr
+    proc = bloasis("regime", "compare", "--jump-penalty", "0", state_dir=tmp_path)
+    assert proc.returncode == 1 and "--jump-penalty must be positive, got 0.0" in proc.stderr
     proc = bloasis("regime", "compare", "--out", str(tmp_path / "no" / "c.json"))
     assert proc.returncode == 1 and "directory" in proc.stderr and "does not exist" in proc.stderr
     proc = bloasis("regime", "compare", "--start", "1990-01-02", "--no-chart", state_dir=tmp_path)

@@ -239,3 +239,12 @@ def test_missing_close_and_bad_index_raise(close: pd.Series) -> None:
 def test_bad_config_raises(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         JumpModelConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_package_dp_switch_gives_the_same_labels(close: pd.Series) -> None:
+    """`fast_dp=False` runs the package untouched; the labels are the same as with the swap."""
+    span = close.loc[:"1996-12-31"]
+    fast = jump_model_bear(span, JumpModelConfig())
+    slow = jump_model_bear(span, JumpModelConfig(fast_dp=False))
+    pd.testing.assert_frame_equal(fast, slow)
+    assert fast["fit_date"].nunique() == 4  # 1993..1996: four fits compared

@@ -268,3 +268,14 @@ def test_no_bear_above_the_high_it_fell_from(v3: pd.DataFrame) -> None:
     assert regained == ["1991-02-13", "1998-11-23", "1999-11-16", "2018-08-24"]
     assert v3.loc["1999-11-15", "regime"] == "bear"
     assert v3.loc["1999-11-16", "regime"] in ("bull", "recovery")
+
+
+def test_the_comparison_refuses_an_out_of_sample_start_outside_the_data(md: MarketData) -> None:
+    from bloasis.app.regime_compare import CompareError, CompareRequest, run_comparison
+
+    with pytest.raises(
+        CompareError, match=r"oos_start 2007-01-01 is outside the data \(1990-01-02..2005-12-30\)"
+    ):
+        run_comparison(md, CompareRequest(end=date(2005, 12, 30)))
+    with pytest.raises(CompareError, match="cost_bp must be >= 0, got -1"):
+        run_comparison(md, CompareRequest(cost_bp=-1))

@@ -41,11 +41,6 @@ _SEVERITY_PRIORITY: Final = {
 }
 
 
-def iso_z(dt: datetime) -> str:
-    """The original contract's timestamp strings: ISO 8601 in UTC, e.g. 2025-01-26T14:30:00Z."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _change_priority(r: RegimeResult, historical: bool) -> events_pb2.EventPriority:
     if historical:
         return _P.EVENT_PRIORITY_LOW
@@ -85,7 +80,7 @@ def regime_events(
             new_regime=current.regime,
             regime=pb,
             historical=historical,
-            timestamp=iso_z(current.computed_at),
+            timestamp=_rfc3339(current.computed_at, "seconds"),
             confidence=current.confidence,
             reasoning=current.reasoning,
             priority=_change_priority(current, historical),
@@ -135,7 +130,7 @@ def regime_events(
             as_of=current.as_of.isoformat(),
             regime=pb,
             model_version=current.model_version,
-            timestamp=iso_z(current.computed_at),
+            timestamp=_rfc3339(current.computed_at, "seconds"),
             priority=_SEVERITY_PRIORITY[severity],
             indicators=_indicator_strings(current),
         )
@@ -167,7 +162,7 @@ def freshness_alert_event(
         age_seconds=round(age_seconds, 3),
         sla_seconds=sla_seconds,
         model_version=served.model_version,
-        timestamp=iso_z(occurred_at),
+        timestamp=_rfc3339(occurred_at, "seconds"),
         priority=_SEVERITY_PRIORITY["warning"],
         indicators=_indicator_strings(served),
     )
@@ -201,8 +196,9 @@ def strategy_event(
     return _event(STRATEGY_TOPIC, s.strategy_id, "strategy_signal", eid, to_json(msg))
 
 
-def _rfc3339(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def _rfc3339(dt: datetime, timespec: str = "microseconds") -> str:
+    """UTC with a `Z`; `seconds` is the original contract's form (2025-01-26T14:30:00Z)."""
+    return dt.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def compact_signals_json(s: Strategy) -> str:

@@ -25,6 +25,17 @@ import pandas as pd
 
 from bloasis.config import universe_tag
 from bloasis.regime.hmm import filtered_high_vol
+from bloasis.regime.outputs import (
+    BEAR,
+    BULL,
+    CRISIS,
+    LABELS,
+    RECOVERY,
+    SIDEWAYS,
+    confidence_and_risk,
+    dwell_filter,
+    indicator_columns,
+)
 from bloasis.regime.params import (
     DEFAULT_PARAMS,
     AnyParams,
@@ -35,7 +46,7 @@ from bloasis.regime.params import (
     params_for,
 )
 from bloasis.regime.types import RegimeResult
-from bloasis.regime.v3 import reasoning_v3
+from bloasis.regime.v3 import classify_frame_v3, reasoning_v3
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -48,9 +59,6 @@ __all__ = [
     "resolve_model",
     "results_from_frame",
 ]
-
-REGIME_CODES = ("crisis", "bear", "bull", "sideways", "recovery")
-_CRISIS, _BEAR, _BULL, _SIDEWAYS, _RECOVERY = range(5)
 
 
 class RegimeInputError(ValueError):
@@ -91,29 +99,6 @@ def _sessions_since(flag: np.ndarray) -> np.ndarray:
     return np.where(last >= 0, idx - last, np.iinfo(np.int32).max)
 
 
-def dwell_filter(raw: np.ndarray, min_dwell: int, stress_dwell: int) -> np.ndarray:
-    """Causal hysteresis against flip-flopping: a new label replaces the current one after it
-    held `min_dwell` sessions; entering bear needs `stress_dwell`, crisis takes over at once.
-
-    A sequential scan, but over small ints (8k sessions: ~2 ms), so no vectorisation needed.
-    """
-    out = raw.copy()
-    if raw.size == 0:
-        return out
-    cur = int(raw[0])
-    run_label, run_len = cur, 0
-    for i, lab in enumerate(raw.tolist()):
-        if lab == run_label:
-            run_len += 1
-        else:
-            run_label, run_len = lab, 1
-        need = 1 if lab == _CRISIS else stress_dwell if lab == _BEAR else min_dwell
-        if lab != cur and run_len >= need:
-            cur = lab
-        out[i] = cur
-    return out
-
-
 def classify_frame(market: pd.DataFrame, params: AnyParams = DEFAULT_PARAMS) -> pd.DataFrame:
     """Label every row of a market frame (columns from `bloasis.marketdata.MarketData.market`)
     with the model the parameters belong to (regime-v2 or regime-v3).
@@ -123,8 +108,6 @@ def classify_frame(market: pd.DataFrame, params: AnyParams = DEFAULT_PARAMS) -> 
     volatility exist are dropped.
     """
     if isinstance(params, RegimeV3Params):
-        from bloasis.regime.v3 import classify_frame_v3
-
         return classify_frame_v3(market, params)
     return _classify_frame_v2(market, params)
 
@@ -146,20 +129,20 @@ def _classify_frame_v2(market: pd.DataFrame, p: RegimeParams) -> pd.DataFrame:
     prob = hv[sl]
     stress_p = np.nan_to_num(prob, nan=0.0)  # before the first fit: rules alone
 
-    raw = np.full(gap.shape, _SIDEWAYS, dtype=np.int8)
-    raw[(gap > 0) & (slope > 0) & (vol <= p.bull_max_vol)] = _BULL
+    raw = np.full(gap.shape, SIDEWAYS, dtype=np.int8)
+    raw[(gap > 0) & (slope > 0) & (vol <= p.bull_max_vol)] = BULL
     bear = (
         ((dd <= p.bear_drawdown) & ((gap < 0) | (stress_p > p.stress_prob)))
         | (dd <= p.deep_bear_drawdown)
         | ((dd <= p.early_bear_drawdown) & (stress_p >= p.early_bear_prob) & (gap < 0))
     )
-    raw[bear] = _BEAR
-    raw[vol > p.crisis_vol] = _CRISIS
+    raw[bear] = BEAR
+    raw[vol > p.crisis_vol] = CRISIS
     # A rebound soon after stress, above the average but not yet clear of it, is recovery.
-    stressed = (raw == _CRISIS) | (raw == _BEAR)
+    stressed = (raw == CRISIS) | (raw == BEAR)
     since = _sessions_since(stressed)
     rebound = (gap > 0) & (since <= p.recovery_window) & ~stressed
-    raw[rebound & ((dd < p.recovery_drawdown) | (slope <= 0) | (raw == _SIDEWAYS))] = _RECOVERY
+    raw[rebound & ((dd < p.recovery_drawdown) | (slope <= 0) | (raw == SIDEWAYS))] = RECOVERY
     labels = dwell_filter(raw, p.min_dwell, p.stress_dwell)
 
     rule_conf = _rule_confidence(labels, vol, gap, dd, p)
@@ -168,7 +151,7 @@ def _classify_frame_v2(market: pd.DataFrame, p: RegimeParams) -> pd.DataFrame:
         market,
         first,
         p,
-        labels=np.asarray(REGIME_CODES, dtype=object)[labels],
+        labels=LABELS[labels],
         confidence=conf,
         rule_confidence=rule_conf,
         prob=prob,
@@ -179,109 +162,12 @@ def _classify_frame_v2(market: pd.DataFrame, p: RegimeParams) -> pd.DataFrame:
     )
 
 
-def confidence_and_risk(
-    labels: np.ndarray, rule_conf: np.ndarray, prob: np.ndarray, vol: np.ndarray, p: AnyParams
-) -> tuple[np.ndarray, np.ndarray]:
-    """Both models' confidence (the rule margin combined with how far the HMM agrees; the rule
-    margin alone before its first fit) and SPEC §2's risk level on the volatility they use."""
-    agree = np.select(
-        [(labels == _CRISIS) | (labels == _BEAR), labels == _RECOVERY],
-        [prob, 1.0 - np.abs(prob - 0.5)],
-        1.0 - prob,
-    )
-    conf = np.where(
-        np.isnan(prob), rule_conf, p.rule_weight * rule_conf + (1 - p.rule_weight) * agree
-    )
-    risk = np.where(
-        (labels == _CRISIS) | (vol > p.high_risk_vol),
-        "high",
-        np.where((labels == _BEAR) | (vol > p.medium_risk_vol), "medium", "low"),
-    )
-    return conf, risk
-
-
-def indicator_columns(
-    market: pd.DataFrame,
-    first: int,
-    p: AnyParams,
-    *,
-    labels: np.ndarray,
-    confidence: np.ndarray,
-    rule_confidence: np.ndarray,
-    prob: np.ndarray,
-    risk: np.ndarray,
-    drawdown: np.ndarray,
-    gap: np.ndarray,
-    slope: np.ndarray,
-    spike_vol: np.ndarray | None = None,
-) -> pd.DataFrame:
-    """The classified frame both models return: labels, confidence, risk, the data-driven
-    trigger and the reported indicators, on the rows of `market` from `first` (the first
-    classifiable session); the other arrays start there."""
-    sl = slice(first, None)
-    vix_s = market["vix"].astype("float64").ffill()  # a missing print keeps the last level
-    full_close = market["index_close"].astype("float64")
-    ret = full_close.pct_change().to_numpy()[sl]
-    close = full_close.iloc[sl]
-    market = market.iloc[sl]
-    vix = vix_s.to_numpy()[sl]
-    # The volatility-spike trigger: on the VIX (or its proxy) for regime-v2, on the volatility
-    # the model itself uses when given (regime-v3: nothing of it rests on the fitted proxy).
-    vol = vix if spike_vol is None else spike_vol
-    vol_5 = np.full_like(vol, np.nan)
-    vol_5[5:] = vol[:-5]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        spike = (vol / vol_5 >= p.vix_spike_ratio) & (vol >= p.vix_spike_min)
-    trigger = np.where(
-        ret <= p.circuit_breaker_drop, "circuit_breaker", np.where(spike, "vix_spike", "")
-    )
-    curve = (market["ust10y"] - market["ust2y"]).to_numpy(dtype="float64")
-    spread = market["credit_spread"].to_numpy(dtype="float64")
-    return pd.DataFrame(
-        {
-            "regime": labels,
-            "confidence": np.round(confidence, 4),
-            "rule_confidence": np.round(rule_confidence, 4),
-            "high_vol_prob": np.round(prob, 4),
-            "risk_level": risk,
-            "data_trigger": trigger,
-            "vix": vix,
-            "vix_is_proxy": market["vix_is_proxy"].to_numpy().astype(bool),
-            "sp500_trend": np.where(
-                (gap > p.trend_band) & (slope > 0),
-                "up",
-                np.where((gap < -p.trend_band) & (slope < 0), "down", "flat"),
-            ),
-            "sp500_close": close.to_numpy(),
-            "yield_curve": curve,
-            "yield_curve_state": _states(
-                curve, [0.0, p.curve_flat], ["inverted", "flat", "normal"]
-            ),
-            "credit_spread": spread,
-            "credit_spread_state": _states(
-                spread, [p.spread_tight, p.spread_wide], ["tight", "normal", "wide"]
-            ),
-            "drawdown": drawdown,
-            "sma200_gap": gap,
-            "sma200_slope": slope,
-            "daily_return": np.nan_to_num(ret),
-        },
-        index=market.index,
-    )
-
-
-def _states(x: np.ndarray, cuts: list[float], names: list[str]) -> np.ndarray:
-    """Bucket by ascending cut points; NaN is "unknown"."""
-    out = np.asarray(names, dtype=object)[np.searchsorted(cuts, np.nan_to_num(x), side="right")]
-    return np.where(np.isnan(x), "unknown", out)
-
-
 def _rule_confidence(
     labels: np.ndarray, vol: np.ndarray, gap: np.ndarray, dd: np.ndarray, p: RegimeParams
 ) -> np.ndarray:
     """Rule margin mapped to [0.5, 1]: how far the deciding indicator is past its threshold."""
     m = np.select(
-        [labels == _CRISIS, labels == _BEAR, labels == _BULL, labels == _RECOVERY],
+        [labels == CRISIS, labels == BEAR, labels == BULL, labels == RECOVERY],
         [
             (vol - p.crisis_vol) / 20.0,
             np.maximum(p.bear_drawdown - dd, -gap) / 0.15,

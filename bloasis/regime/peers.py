@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -53,6 +53,9 @@ class JumpModelConfig:
     min_train_sessions: int = 756  # ~3 years of returns before the first fit
     train_window_sessions: int | None = None  # None = expanding; else rolling window length
     refit: str = "yearly"  # refit on the first session of each calendar year
+    # Run the package's E-step DP with `_dp_two_states` (bit-identical, tested): the 1990-2022
+    # walk-forward takes ~4 s instead of ~36 s. False: the package's own, untouched.
+    fast_dp: bool = True
 
     def __post_init__(self) -> None:
         """Reject settings the walk-forward cannot honour, before any work is done."""
@@ -294,7 +297,8 @@ def jump_model_bear(close: pd.Series, config: JumpModelConfig = JumpModelConfig(
             random_state=_RANDOM_STATE,
             n_init=_N_INIT,
         )
-        with np.errstate(divide="ignore", invalid="ignore"), _fast_dp(jump):
+        fast = _fast_dp(jump) if config.fast_dp else nullcontext()
+        with np.errstate(divide="ignore", invalid="ignore"), fast:
             model.fit(x_train, ret_ser=ret.iloc[lo:start], sort_by="ret")
             state_ret = np.asarray(model.ret_, dtype="float64")
             labels = np.asarray(model.predict_online(x_online), dtype=int)[start - lo :]

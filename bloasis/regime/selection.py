@@ -24,7 +24,7 @@ import pandas as pd
 
 from bloasis.regime.evaluation import date_bear_markets, score
 from bloasis.regime.params import RegimeV3Params
-from bloasis.regime.v3 import labels_only
+from bloasis.regime.v3 import labels_only, v3_inputs
 
 SELECTION_START: Final = date(1990, 6, 1)
 SELECTION_END: Final = date(2006, 12, 31)
@@ -63,10 +63,12 @@ def select_v3(
     close = cut["index_close"]
     markets = date_bear_markets(close)
     names = list(GRID)
+    # The grid moves cycle thresholds only, never a window: the inputs are computed once.
+    inputs = v3_inputs(cut, base)
     rows: dict[tuple[int, ...], dict[str, Any]] = {}
     for pos in itertools.product(*(range(len(GRID[n])) for n in names)):
         values = {n: GRID[n][i] for n, i in zip(names, pos, strict=True)}
-        labels = labels_only(cut, base.model_copy(update=values))
+        labels = labels_only(cut, base.model_copy(update=values), inputs)
         labels = labels.loc[pd.Timestamp(SELECTION_START) :]
         r = score(labels, close, markets, bootstrap=False)
         shares = r["label_distribution"]

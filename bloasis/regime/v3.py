@@ -34,11 +34,20 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
+from bloasis.marketdata.sources import realised_vol
 from bloasis.regime.hmm import filtered_high_vol
+from bloasis.regime.outputs import (
+    BEAR,
+    BULL,
+    CRISIS,
+    LABELS,
+    RECOVERY,
+    SIDEWAYS,
+    confidence_and_risk,
+    dwell_filter,
+    indicator_columns,
+)
 from bloasis.regime.params import RegimeV3Params
-
-CRISIS, BEAR, BULL, SIDEWAYS, RECOVERY = range(5)
-LABELS: Final[tuple[str, ...]] = ("crisis", "bear", "bull", "sideways", "recovery")
 
 # What decided a label (Indicators.decided_by).
 DECIDED: Final[tuple[str, ...]] = (
@@ -73,15 +82,13 @@ class V3Inputs:
 def v3_inputs(market: pd.DataFrame, p: RegimeV3Params) -> V3Inputs:
     close = market["index_close"].astype("float64")
     sma = close.rolling(p.sma_window, min_periods=p.sma_min_periods).mean()
-    logret = close.apply(np.log).diff()
-    vol = logret.rolling(p.vol_window).std() * np.sqrt(252.0) * 100.0
     credit = market["credit_spread"].astype("float64")
     return V3Inputs(
         index=pd.DatetimeIndex(market.index),
         close=close.to_numpy(),
         gap=(close / sma - 1.0).to_numpy(),
         slope=(sma / sma.shift(p.slope_lookback) - 1.0).to_numpy(),
-        vol=vol.to_numpy(),
+        vol=realised_vol(close.to_numpy(), p.vol_window),
         credit=credit.to_numpy(),
         credit_high=credit.rolling(p.credit_window, min_periods=1).max().to_numpy(),
     )
@@ -189,8 +196,6 @@ def _dwell(raw: np.ndarray, stress: np.ndarray, p: RegimeV3Params) -> np.ndarray
     """The dwell filter against flip-flopping, for what the cycle does not already smooth:
     bull/sideways/recovery changes and leaving crisis. A bear starts and ends exactly when the
     cycle says (its thresholds are the hysteresis); crisis starts at once."""
-    from bloasis.regime.model import dwell_filter
-
     out = dwell_filter(raw, p.min_dwell, p.stress_dwell)
     cycle = (raw == BEAR) | ((raw == CRISIS) & stress)
     out[cycle & (out != CRISIS)] = BEAR
@@ -199,22 +204,21 @@ def _dwell(raw: np.ndarray, stress: np.ndarray, p: RegimeV3Params) -> np.ndarray
     return out
 
 
-def labels_only(market: pd.DataFrame, p: RegimeV3Params) -> pd.Series:
-    """The labels alone (no confidence, no HMM): what the selection grid scores."""
-    inp = v3_inputs(market, p)
+def labels_only(market: pd.DataFrame, p: RegimeV3Params, inp: V3Inputs | None = None) -> pd.Series:
+    """The labels alone (no confidence, no HMM): what the selection grid scores. `inp`: the
+    market's inputs already computed with the same windows (the grid reuses them)."""
+    inp = inp or v3_inputs(market, p)
     cyc = run_cycle(inp, p)
     raw, _ = v3_labels(inp, cyc, p)
     valid = inp.valid
     first = int(np.argmax(valid)) if valid.any() else len(valid)
     lab = _dwell(raw[first:], cyc.stress[first:], p)
-    return pd.Series(np.asarray(LABELS, dtype=object)[lab], index=inp.index[first:])
+    return pd.Series(LABELS[lab], index=inp.index[first:])
 
 
 def classify_frame_v3(market: pd.DataFrame, p: RegimeV3Params) -> pd.DataFrame:
     """Label every row (columns as `bloasis.regime.model.classify_frame`, plus the cycle's
     trace for the reasoning). Rows before the average and the volatility exist are dropped."""
-    from bloasis.regime.model import confidence_and_risk, indicator_columns
-
     inp = v3_inputs(market, p)
     cyc = run_cycle(inp, p)
     raw, why_raw = v3_labels(inp, cyc, p)
@@ -249,7 +253,7 @@ def classify_frame_v3(market: pd.DataFrame, p: RegimeV3Params) -> pd.DataFrame:
         market,
         first,
         p,
-        labels=np.asarray(LABELS, dtype=object)[labels],
+        labels=LABELS[labels],
         confidence=conf,
         rule_confidence=rule_conf,
         prob=prob,
