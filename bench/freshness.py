@@ -43,8 +43,8 @@ async def _observe(address: str) -> None:
     """Print `<path> <as_of> <monotonic>` the first time each path sees an as-of."""
     import grpc
 
-    from bloasis.pb import market_regime_pb2 as mr_pb
-    from bloasis.pb import market_regime_pb2_grpc as mr_grpc
+    from bloasis.pb.v2 import market_regime_pb2 as mr_pb
+    from bloasis.pb.v2 import market_regime_pb2_grpc as mr_grpc
 
     seen: set[tuple[str, str]] = set()
 

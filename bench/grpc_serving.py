@@ -47,8 +47,8 @@ if TYPE_CHECKING:
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 METHODS: Final = {
-    "regime": "/bloasis.market_regime.MarketRegimeService/GetCurrentRegime",
-    "strategy": "/bloasis.strategy.StrategyService/GetStrategy",
+    "regime": "/bloasis.market_regime.v2.MarketRegimeService/GetCurrentRegime",
+    "strategy": "/bloasis.strategy.v2.StrategyService/GetStrategy",
 }
 REDIS_KEYS: Final = {"regime": "bench:grpc:regime", "strategy": "bench:grpc:strategy"}
 # product_2p: the product as `bloasis serve --processes 2` (SO_REUSEPORT), reported beside the
@@ -76,8 +76,8 @@ SIZES: Final = {
 
 
 def _requests() -> dict[str, bytes]:
-    from bloasis.pb import market_regime_pb2 as mr_pb
-    from bloasis.pb import strategy_pb2 as st_pb
+    from bloasis.pb.v2 import market_regime_pb2 as mr_pb
+    from bloasis.pb.v2 import strategy_pb2 as st_pb
 
     return {
         "regime": mr_pb.GetCurrentRegimeRequest().SerializeToString(),
@@ -86,8 +86,8 @@ def _requests() -> dict[str, bytes]:
 
 
 def _response_classes() -> dict[str, Any]:
-    from bloasis.pb import market_regime_pb2 as mr_pb
-    from bloasis.pb import strategy_pb2 as st_pb
+    from bloasis.pb.v2 import market_regime_pb2 as mr_pb
+    from bloasis.pb.v2 import strategy_pb2 as st_pb
 
     return {"regime": mr_pb.GetCurrentRegimeResponse, "strategy": st_pb.StrategyResponse}
 
@@ -110,8 +110,8 @@ def _normalised(method: str, raw: bytes) -> bytes:
 async def _serve_comparison(kind: str, address: str, payloads: Path, redis_url: str) -> None:
     import grpc
 
-    from bloasis.pb import market_regime_pb2 as mr_pb
-    from bloasis.pb import strategy_pb2 as st_pb
+    from bloasis.pb.v2 import market_regime_pb2 as mr_pb
+    from bloasis.pb.v2 import strategy_pb2 as st_pb
 
     request_classes: dict[str, Any] = {
         "regime": mr_pb.GetCurrentRegimeRequest,

@@ -347,10 +347,10 @@ def run_soak(
 async def _load(address: str, calls: int, concurrency: int) -> dict[str, Any]:
     import grpc
 
-    from bloasis.pb import market_regime_pb2 as mr_pb
-    from bloasis.pb import market_regime_pb2_grpc as mr_grpc
-    from bloasis.pb import strategy_pb2 as st_pb
-    from bloasis.pb import strategy_pb2_grpc as st_grpc
+    from bloasis.pb.v2 import market_regime_pb2 as mr_pb
+    from bloasis.pb.v2 import market_regime_pb2_grpc as mr_grpc
+    from bloasis.pb.v2 import strategy_pb2 as st_pb
+    from bloasis.pb.v2 import strategy_pb2_grpc as st_grpc
 
     async with grpc.aio.insecure_channel(address) as ch:
         regime, strategy = mr_grpc.MarketRegimeServiceStub(ch), st_grpc.StrategyServiceStub(ch)
@@ -390,8 +390,8 @@ async def _load(address: str, calls: int, concurrency: int) -> dict[str, Any]:
 async def _watch(address: str, watchers: int, as_of: str, timeout: float) -> dict[str, Any]:
     import grpc
 
-    from bloasis.pb import market_regime_pb2 as mr_pb
-    from bloasis.pb import market_regime_pb2_grpc as mr_grpc
+    from bloasis.pb.v2 import market_regime_pb2 as mr_pb
+    from bloasis.pb.v2 import market_regime_pb2_grpc as mr_grpc
 
     n_channels = max(1, -(-watchers // STREAMS_PER_CHANNEL))
     # A local subchannel pool each: separate connections, as separate clients would have.

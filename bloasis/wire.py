@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from bloasis.pb import classification_pb2, common_pb2, strategy_pb2
+from bloasis.pb.v2 import classification_pb2, common_pb2, strategy_pb2
 from bloasis.regime.types import RegimeResult
 from bloasis.strategy.types import (
     Pick,

@@ -1,7 +1,9 @@
 """Generate Python code for proto/ into bloasis/pb/ (or check it is fresh with --check).
 
-The .proto files live under proto/bloasis/pb/, so grpc_tools' absolute imports come out as
-`from bloasis.pb import common_pb2`, which resolve inside the installed package.
+The .proto files live under proto/bloasis/pb/v1/ (the original contract, packages
+`bloasis.<service>`) and proto/bloasis/pb/v2/ (packages `bloasis.<service>.v2`), so grpc_tools'
+absolute imports come out as `from bloasis.pb.v2 import common_pb2`, which resolve inside the
+installed package.
 """
 
 from __future__ import annotations
@@ -40,8 +42,14 @@ def generate(out_root: Path) -> list[Path]:
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     pkg = out_root / "bloasis" / "pb"
-    (pkg / "__init__.py").write_text('"""Generated from proto/ by scripts/gen_proto.py."""\n')
-    return sorted(pkg.iterdir())
+    init = '"""Generated from proto/ by scripts/gen_proto.py."""\n'
+    for d in (pkg, *(p for p in pkg.iterdir() if p.is_dir())):
+        (d / "__init__.py").write_text(init)
+    return sorted(p for p in pkg.rglob("*") if p.is_file())
+
+
+def _generated(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*.py*") if "__pycache__" not in p.parts]
 
 
 def main() -> int:
@@ -49,24 +57,26 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="fail if bloasis/pb is stale")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        files = [f for f in generate(Path(tmp)) if f.is_file()]
+        base = Path(tmp) / "bloasis" / "pb"
+        files = {f.relative_to(base).as_posix(): f for f in generate(Path(tmp))}
         if args.check:
             stale = [
-                f.name
-                for f in files
-                if not (OUT_DIR / f.name).exists() or not filecmp.cmp(f, OUT_DIR / f.name, False)
+                rel
+                for rel, f in files.items()
+                if not (OUT_DIR / rel).exists() or not filecmp.cmp(f, OUT_DIR / rel, False)
             ]
-            extra = {p.name for p in OUT_DIR.glob("*.py*")} - {f.name for f in files}
+            extra = {p.relative_to(OUT_DIR).as_posix() for p in _generated(OUT_DIR)} - set(files)
             if stale or extra:
                 print(f"bloasis/pb is stale: {sorted(stale + list(extra))}; run make proto")
                 return 1
             print(f"bloasis/pb is fresh ({len(files)} files)")
             return 0
         OUT_DIR.mkdir(parents=True, exist_ok=True)
-        for old in OUT_DIR.glob("*.py*"):
+        for old in _generated(OUT_DIR):
             old.unlink()
-        for f in files:
-            shutil.copy2(f, OUT_DIR / f.name)
+        for rel, f in files.items():
+            (OUT_DIR / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, OUT_DIR / rel)
     print(f"generated {len(files)} files in {OUT_DIR.relative_to(ROOT)}")
     return 0
 

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 
 from bloasis.config import Settings
-from bloasis.pb import market_regime_pb2_grpc as mr_grpc
+from bloasis.pb.v2 import market_regime_pb2_grpc as mr_grpc
 from bloasis.serve.server import RegimeServer, start_server
 
 

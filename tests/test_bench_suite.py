@@ -126,8 +126,8 @@ async def test_memoised_user_strategy_is_never_edited_by_a_symbol_filter() -> No
 
     from bench.common import bench_stack
     from bench.seed import DEMO_USER, seed_run
-    from bloasis.pb import strategy_pb2 as st_pb
-    from bloasis.pb import strategy_pb2_grpc as st_grpc
+    from bloasis.pb.v2 import strategy_pb2 as st_pb
+    from bloasis.pb.v2 import strategy_pb2_grpc as st_grpc
     from bloasis.publish.cache import user_key
     from bloasis.serve.server import start_server
     from bloasis.store.db import engine_for

@@ -39,9 +39,9 @@ from sqlalchemy import Engine, func, select, text
 
 from bloasis import pipeline, strategy_run
 from bloasis.config import Settings
-from bloasis.pb import market_regime_pb2 as mr_pb
-from bloasis.pb import strategy_pb2 as st_pb
-from bloasis.pb import strategy_pb2_grpc as st_grpc
+from bloasis.pb.v2 import market_regime_pb2 as mr_pb
+from bloasis.pb.v2 import strategy_pb2 as st_pb
+from bloasis.pb.v2 import strategy_pb2_grpc as st_grpc
 from bloasis.publish.cache import REGIME_CURRENT_KEY, make_redis, strategy_key, user_key
 from bloasis.publish.events import ALERT_TOPIC, REGIME_TOPIC, STRATEGY_TOPIC
 from bloasis.publish.relay import RelayError, relay_pending

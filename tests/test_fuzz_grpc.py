@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from bloasis.config import Settings
-from bloasis.pb import strategy_pb2 as st_pb
+from bloasis.pb.v2 import strategy_pb2 as st_pb
 from bloasis.serve.server import MAX_RECEIVE_MESSAGE_BYTES, RegimeServer
 from bloasis.store.db import engine_for
 from bloasis.store.models import Base

@@ -36,7 +36,7 @@ from sqlalchemy import text
 
 from bloasis import stack
 from bloasis.config import Settings
-from bloasis.pb import market_regime_pb2 as mr_pb
+from bloasis.pb.v2 import market_regime_pb2 as mr_pb
 from bloasis.publish.cache import REGIME_CURRENT_KEY, make_redis, write_current_regime
 from bloasis.regime.types import RegimeResult
 from bloasis.serve import client

@@ -32,10 +32,10 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from bloasis.config import Settings
-from bloasis.pb import classification_pb2 as cl_pb
-from bloasis.pb import classification_pb2_grpc as cl_grpc
-from bloasis.pb import strategy_pb2 as st_pb
-from bloasis.pb import strategy_pb2_grpc as st_grpc
+from bloasis.pb.v2 import classification_pb2 as cl_pb
+from bloasis.pb.v2 import classification_pb2_grpc as cl_grpc
+from bloasis.pb.v2 import strategy_pb2 as st_pb
+from bloasis.pb.v2 import strategy_pb2_grpc as st_grpc
 from bloasis.publish.cache import (
     REGIME_CURRENT_KEY,
     make_redis,

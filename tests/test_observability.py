@@ -35,7 +35,7 @@ from bloasis.config import Settings
 from bloasis.freshness import trading_age_seconds
 from bloasis.logs import PREFECT_JSON_LOGGING, configure_logging
 from bloasis.metrics import iter_samples, start_metrics_endpoint
-from bloasis.pb import market_regime_pb2 as mr_pb
+from bloasis.pb.v2 import market_regime_pb2 as mr_pb
 from bloasis.publish.events import ALERT_TOPIC, FRESHNESS_ALERT
 from bloasis.publish.relay import RelayError, relay_pending
 from bloasis.serve.server import MARKET_REGIME_SERVICE_NAME, start_server

@@ -31,7 +31,7 @@ from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
 from bloasis.config import Settings, SettingsError, load_settings
-from bloasis.pb import strategy_pb2 as st_pb
+from bloasis.pb.v2 import strategy_pb2 as st_pb
 from bloasis.publish import relay, topics
 from bloasis.publish.cache import make_redis
 from bloasis.publish.kafka_options import client_options
@@ -408,11 +408,11 @@ async def test_health_and_reflection_stay_open(secured: Secured, channel: grpc.a
         resp = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
         assert resp.status == SERVING
     listed = (await _run(GRPCURL, "-plaintext", secured.server.address, "list")).split()
-    assert "bloasis.strategy.StrategyService" in listed
+    assert "bloasis.strategy.v2.StrategyService" in listed
     # grpcurl with a token, as the README shows it.
     out = await _run(
         GRPCURL, "-plaintext", "-H", f"authorization: Bearer {READ_TOKEN}",
-        secured.server.address, "bloasis.market_regime.MarketRegimeService/GetCurrentRegime",
+        secured.server.address, "bloasis.market_regime.v2.MarketRegimeService/GetCurrentRegime",
     )  # fmt: skip
     assert json.loads(out)["regime"]["as_of"] == "2024-02-01"
 
@@ -504,7 +504,7 @@ async def test_tls_with_a_generated_self_signed_certificate(
         )
         assert resp.status == SERVING
     listed = await _run(GRPCURL, "-cacert", str(certs.cert), address, "list")
-    assert "bloasis.market_regime.MarketRegimeService" in listed
+    assert "bloasis.market_regime.v2.MarketRegimeService" in listed
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -22,8 +22,8 @@ import pytest
 from bloasis import stack
 from bloasis.config import Settings, SettingsError, load_settings
 from bloasis.metrics import iter_samples
-from bloasis.pb import market_regime_pb2 as mr_pb
-from bloasis.pb import market_regime_pb2_grpc as mr_grpc
+from bloasis.pb.v2 import market_regime_pb2 as mr_pb
+from bloasis.pb.v2 import market_regime_pb2_grpc as mr_grpc
 from bloasis.serve.group import metrics_ports
 from bloasis.serve.server import MARKET_REGIME_SERVICE_NAME
 from tests.test_grpc import _seed, _settings

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from google.protobuf import json_format
 
-from bloasis.pb import events_pb2, strategy_pb2
+from bloasis.pb.v2 import events_pb2, strategy_pb2
 from bloasis.publish.events import strategy_event, user_strategy_event, user_strategy_json
 from bloasis.store.strategies import book_entry
 from bloasis.strategy.compact import expand, positions_of

@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from bloasis.pb import events_pb2
+from bloasis.pb.v2 import events_pb2
 from bloasis.regime.types import RegimeResult
 from bloasis.store.outbox import OutboxEvent
 from bloasis.strategy.types import Strategy
@@ -237,7 +237,7 @@ def user_strategy_json(
     profile_strategy_id: str,
     signals_json: str | None = None,
 ) -> str:
-    """Compact `bloasis.strategy.Strategy` proto3 JSON for `user:{id}:strategy`, built without
+    """Compact `bloasis.strategy.v2.Strategy` proto3 JSON for `user:{id}:strategy`, built without
     the protobuf printer (100,000 users through it cost seconds). Equal, as a message, to
     `to_json(strategy_to_pb(..., compact=True))` (tested)."""
     return _with_signals(

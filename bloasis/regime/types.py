@@ -30,7 +30,7 @@ class RegimeResult:
     risk_level: str
     trigger: str
     reasoning: str
-    # Keys match bloasis.common.Indicators (vix, vix_is_proxy, sp500_trend, sp500_close,
+    # Keys match bloasis.common.v2.Indicators (vix, vix_is_proxy, sp500_trend, sp500_close,
     # yield_curve, yield_curve_state, credit_spread, credit_spread_state, drawdown, sma200_gap,
     # sma200_slope, daily_return); None where the data had no value.
     indicators: dict[str, Any]

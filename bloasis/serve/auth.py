@@ -43,7 +43,7 @@ OPEN_SERVICES: Final = frozenset(
     }
 )
 # Methods that change state: they need a token with the write scope.
-WRITE_METHODS: Final = frozenset({"/bloasis.strategy.StrategyService/UpdatePreferences"})
+WRITE_METHODS: Final = frozenset({"/bloasis.strategy.v2.StrategyService/UpdatePreferences"})
 TOKEN_MIN_LEN: Final = 16
 # RFC 6750 b64token: what may follow "Bearer " in an authorization header.
 _TOKEN_RE: Final = re.compile(r"[A-Za-z0-9._~+/-]+=*")

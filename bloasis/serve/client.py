@@ -1,11 +1,11 @@
 """A small blocking client for the gRPC server (used by the CLI) and human-readable formatting.
 
 Results are proto3 JSON-like dicts (field names as in the .proto, Timestamps as RFC 3339
-strings, decimals as strings): of `bloasis.common.MarketRegime` (optional indicators absent when
+strings, decimals as strings): of `bloasis.common.v2.MarketRegime` (optional indicators absent when
 unknown), plus `served_from`/`served_at` for `get_regime` and `previous_regime` for `watch`; of
-`bloasis.strategy.StrategyResponse` (`strategy`, `regime`, `served_from`) for `get_strategy`;
-of `bloasis.classification.SectorAnalysis` for `get_sectors`; of
-`bloasis.strategy.UserPreferences` for the preferences calls. Any gRPC failure raises
+`bloasis.strategy.v2.StrategyResponse` (`strategy`, `regime`, `served_from`) for `get_strategy`;
+of `bloasis.classification.v2.SectorAnalysis` for `get_sectors`; of
+`bloasis.strategy.v2.UserPreferences` for the preferences calls. Any gRPC failure raises
 `ClientError` carrying the status code name and the server's details.
 
 Every call takes `auth` (`ClientAuth.from_settings(settings)`: TLS roots from
@@ -29,12 +29,12 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from bloasis.config import Settings
-from bloasis.pb import classification_pb2 as cl_pb
-from bloasis.pb import classification_pb2_grpc as cl_grpc
-from bloasis.pb import market_regime_pb2 as mr_pb
-from bloasis.pb import market_regime_pb2_grpc as mr_grpc
-from bloasis.pb import strategy_pb2 as st_pb
-from bloasis.pb import strategy_pb2_grpc as st_grpc
+from bloasis.pb.v2 import classification_pb2 as cl_pb
+from bloasis.pb.v2 import classification_pb2_grpc as cl_grpc
+from bloasis.pb.v2 import market_regime_pb2 as mr_pb
+from bloasis.pb.v2 import market_regime_pb2_grpc as mr_grpc
+from bloasis.pb.v2 import strategy_pb2 as st_pb
+from bloasis.pb.v2 import strategy_pb2_grpc as st_grpc
 
 R = TypeVar("R")
 

@@ -5,7 +5,7 @@ Reads are served from an in-process snapshot kept fresh by PostgreSQL LISTEN/NOT
 back to Redis, then PostgreSQL. `force_refresh` and history reads go to PostgreSQL. Blocking store
 calls run on a small thread pool, bounded by the RPC deadline, so the event loop stays free.
 
-Besides `bloasis.market_regime.MarketRegimeService` (and the classification and strategy services
+Besides `bloasis.market_regime.v2.MarketRegimeService` (and the classification and strategy services
 of `bloasis.serve.strategy_service`) the server exposes `grpc.health.v1.Health` (the services
 and "" are SERVING while PostgreSQL answers; Redis is optional and does not count for them: the
 separate name `bloasis.cache` reports it, NOT_SERVING meaning degraded) and server reflection.
@@ -55,7 +55,7 @@ from bloasis.calendar import session_close
 from bloasis.clock import market_now
 from bloasis.config import Settings
 from bloasis.freshness import Freshness, FreshnessMonitor
-from bloasis.pb import market_regime_pb2 as mr_pb
+from bloasis.pb.v2 import market_regime_pb2 as mr_pb
 from bloasis.publish.cache import make_redis, read_current_regime
 from bloasis.publish.events import freshness_alert_event
 from bloasis.regime.model import resolve_model

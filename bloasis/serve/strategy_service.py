@@ -37,8 +37,8 @@ from google.protobuf import json_format
 from sqlalchemy import Connection
 
 from bloasis.metrics import cache_lookup
-from bloasis.pb import classification_pb2 as cl_pb
-from bloasis.pb import common_pb2, strategy_pb2
+from bloasis.pb.v2 import classification_pb2 as cl_pb
+from bloasis.pb.v2 import common_pb2, strategy_pb2
 from bloasis.publish.cache import read_current_regime, sectors_key, strategy_key, user_key
 from bloasis.regime.types import REGIMES, RegimeResult
 from bloasis.serve.server import (

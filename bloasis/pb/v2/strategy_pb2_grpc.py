@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from bloasis.pb import strategy_pb2 as bloasis_dot_pb_dot_strategy__pb2
+from bloasis.pb.v2 import strategy_pb2 as bloasis_dot_pb_dot_v2_dot_strategy__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in bloasis/pb/strategy_pb2_grpc.py depends on'
+        + ' but the generated code in bloasis/pb/v2/strategy_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -35,24 +35,24 @@ class StrategyServiceStub:
             channel: A grpc.Channel.
         """
         self.GetStrategy = channel.unary_unary(
-                '/bloasis.strategy.StrategyService/GetStrategy',
-                request_serializer=bloasis_dot_pb_dot_strategy__pb2.GetStrategyRequest.SerializeToString,
-                response_deserializer=bloasis_dot_pb_dot_strategy__pb2.StrategyResponse.FromString,
+                '/bloasis.strategy.v2.StrategyService/GetStrategy',
+                request_serializer=bloasis_dot_pb_dot_v2_dot_strategy__pb2.GetStrategyRequest.SerializeToString,
+                response_deserializer=bloasis_dot_pb_dot_v2_dot_strategy__pb2.StrategyResponse.FromString,
                 _registered_method=True)
         self.GetStockPicks = channel.unary_unary(
-                '/bloasis.strategy.StrategyService/GetStockPicks',
-                request_serializer=bloasis_dot_pb_dot_strategy__pb2.GetStrategyRequest.SerializeToString,
-                response_deserializer=bloasis_dot_pb_dot_strategy__pb2.GetStockPicksResponse.FromString,
+                '/bloasis.strategy.v2.StrategyService/GetStockPicks',
+                request_serializer=bloasis_dot_pb_dot_v2_dot_strategy__pb2.GetStrategyRequest.SerializeToString,
+                response_deserializer=bloasis_dot_pb_dot_v2_dot_strategy__pb2.GetStockPicksResponse.FromString,
                 _registered_method=True)
         self.GetPreferences = channel.unary_unary(
-                '/bloasis.strategy.StrategyService/GetPreferences',
-                request_serializer=bloasis_dot_pb_dot_strategy__pb2.GetPreferencesRequest.SerializeToString,
-                response_deserializer=bloasis_dot_pb_dot_strategy__pb2.UserPreferences.FromString,
+                '/bloasis.strategy.v2.StrategyService/GetPreferences',
+                request_serializer=bloasis_dot_pb_dot_v2_dot_strategy__pb2.GetPreferencesRequest.SerializeToString,
+                response_deserializer=bloasis_dot_pb_dot_v2_dot_strategy__pb2.UserPreferences.FromString,
                 _registered_method=True)
         self.UpdatePreferences = channel.unary_unary(
-                '/bloasis.strategy.StrategyService/UpdatePreferences',
-                request_serializer=bloasis_dot_pb_dot_strategy__pb2.UpdatePreferencesRequest.SerializeToString,
-                response_deserializer=bloasis_dot_pb_dot_strategy__pb2.UserPreferences.FromString,
+                '/bloasis.strategy.v2.StrategyService/UpdatePreferences',
+                request_serializer=bloasis_dot_pb_dot_v2_dot_strategy__pb2.UpdatePreferencesRequest.SerializeToString,
+                response_deserializer=bloasis_dot_pb_dot_v2_dot_strategy__pb2.UserPreferences.FromString,
                 _registered_method=True)
 
 
@@ -91,29 +91,29 @@ def add_StrategyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetStrategy': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStrategy,
-                    request_deserializer=bloasis_dot_pb_dot_strategy__pb2.GetStrategyRequest.FromString,
-                    response_serializer=bloasis_dot_pb_dot_strategy__pb2.StrategyResponse.SerializeToString,
+                    request_deserializer=bloasis_dot_pb_dot_v2_dot_strategy__pb2.GetStrategyRequest.FromString,
+                    response_serializer=bloasis_dot_pb_dot_v2_dot_strategy__pb2.StrategyResponse.SerializeToString,
             ),
             'GetStockPicks': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStockPicks,
-                    request_deserializer=bloasis_dot_pb_dot_strategy__pb2.GetStrategyRequest.FromString,
-                    response_serializer=bloasis_dot_pb_dot_strategy__pb2.GetStockPicksResponse.SerializeToString,
+                    request_deserializer=bloasis_dot_pb_dot_v2_dot_strategy__pb2.GetStrategyRequest.FromString,
+                    response_serializer=bloasis_dot_pb_dot_v2_dot_strategy__pb2.GetStockPicksResponse.SerializeToString,
             ),
             'GetPreferences': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPreferences,
-                    request_deserializer=bloasis_dot_pb_dot_strategy__pb2.GetPreferencesRequest.FromString,
-                    response_serializer=bloasis_dot_pb_dot_strategy__pb2.UserPreferences.SerializeToString,
+                    request_deserializer=bloasis_dot_pb_dot_v2_dot_strategy__pb2.GetPreferencesRequest.FromString,
+                    response_serializer=bloasis_dot_pb_dot_v2_dot_strategy__pb2.UserPreferences.SerializeToString,
             ),
             'UpdatePreferences': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdatePreferences,
-                    request_deserializer=bloasis_dot_pb_dot_strategy__pb2.UpdatePreferencesRequest.FromString,
-                    response_serializer=bloasis_dot_pb_dot_strategy__pb2.UserPreferences.SerializeToString,
+                    request_deserializer=bloasis_dot_pb_dot_v2_dot_strategy__pb2.UpdatePreferencesRequest.FromString,
+                    response_serializer=bloasis_dot_pb_dot_v2_dot_strategy__pb2.UserPreferences.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'bloasis.strategy.StrategyService', rpc_method_handlers)
+            'bloasis.strategy.v2.StrategyService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('bloasis.strategy.StrategyService', rpc_method_handlers)
+    server.add_registered_method_handlers('bloasis.strategy.v2.StrategyService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -134,9 +134,9 @@ class StrategyService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/bloasis.strategy.StrategyService/GetStrategy',
-            bloasis_dot_pb_dot_strategy__pb2.GetStrategyRequest.SerializeToString,
-            bloasis_dot_pb_dot_strategy__pb2.StrategyResponse.FromString,
+            '/bloasis.strategy.v2.StrategyService/GetStrategy',
+            bloasis_dot_pb_dot_v2_dot_strategy__pb2.GetStrategyRequest.SerializeToString,
+            bloasis_dot_pb_dot_v2_dot_strategy__pb2.StrategyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -161,9 +161,9 @@ class StrategyService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/bloasis.strategy.StrategyService/GetStockPicks',
-            bloasis_dot_pb_dot_strategy__pb2.GetStrategyRequest.SerializeToString,
-            bloasis_dot_pb_dot_strategy__pb2.GetStockPicksResponse.FromString,
+            '/bloasis.strategy.v2.StrategyService/GetStockPicks',
+            bloasis_dot_pb_dot_v2_dot_strategy__pb2.GetStrategyRequest.SerializeToString,
+            bloasis_dot_pb_dot_v2_dot_strategy__pb2.GetStockPicksResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -188,9 +188,9 @@ class StrategyService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/bloasis.strategy.StrategyService/GetPreferences',
-            bloasis_dot_pb_dot_strategy__pb2.GetPreferencesRequest.SerializeToString,
-            bloasis_dot_pb_dot_strategy__pb2.UserPreferences.FromString,
+            '/bloasis.strategy.v2.StrategyService/GetPreferences',
+            bloasis_dot_pb_dot_v2_dot_strategy__pb2.GetPreferencesRequest.SerializeToString,
+            bloasis_dot_pb_dot_v2_dot_strategy__pb2.UserPreferences.FromString,
             options,
             channel_credentials,
             insecure,
@@ -215,9 +215,9 @@ class StrategyService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/bloasis.strategy.StrategyService/UpdatePreferences',
-            bloasis_dot_pb_dot_strategy__pb2.UpdatePreferencesRequest.SerializeToString,
-            bloasis_dot_pb_dot_strategy__pb2.UserPreferences.FromString,
+            '/bloasis.strategy.v2.StrategyService/UpdatePreferences',
+            bloasis_dot_pb_dot_v2_dot_strategy__pb2.UpdatePreferencesRequest.SerializeToString,
+            bloasis_dot_pb_dot_v2_dot_strategy__pb2.UserPreferences.FromString,
             options,
             channel_credentials,
             insecure,

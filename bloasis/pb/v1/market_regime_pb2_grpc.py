@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from bloasis.pb import market_regime_pb2 as bloasis_dot_pb_dot_market__regime__pb2
+from bloasis.pb.v1 import market_regime_pb2 as bloasis_dot_pb_dot_v1_dot_market__regime__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in bloasis/pb/market_regime_pb2_grpc.py depends on'
+        + ' but the generated code in bloasis/pb/v1/market_regime_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,18 +36,18 @@ class MarketRegimeServiceStub:
         """
         self.GetCurrentRegime = channel.unary_unary(
                 '/bloasis.market_regime.MarketRegimeService/GetCurrentRegime',
-                request_serializer=bloasis_dot_pb_dot_market__regime__pb2.GetCurrentRegimeRequest.SerializeToString,
-                response_deserializer=bloasis_dot_pb_dot_market__regime__pb2.GetCurrentRegimeResponse.FromString,
+                request_serializer=bloasis_dot_pb_dot_v1_dot_market__regime__pb2.GetCurrentRegimeRequest.SerializeToString,
+                response_deserializer=bloasis_dot_pb_dot_v1_dot_market__regime__pb2.GetCurrentRegimeResponse.FromString,
                 _registered_method=True)
         self.GetRegimeHistory = channel.unary_unary(
                 '/bloasis.market_regime.MarketRegimeService/GetRegimeHistory',
-                request_serializer=bloasis_dot_pb_dot_market__regime__pb2.GetRegimeHistoryRequest.SerializeToString,
-                response_deserializer=bloasis_dot_pb_dot_market__regime__pb2.GetRegimeHistoryResponse.FromString,
+                request_serializer=bloasis_dot_pb_dot_v1_dot_market__regime__pb2.GetRegimeHistoryRequest.SerializeToString,
+                response_deserializer=bloasis_dot_pb_dot_v1_dot_market__regime__pb2.GetRegimeHistoryResponse.FromString,
                 _registered_method=True)
-        self.WatchRegime = channel.unary_stream(
-                '/bloasis.market_regime.MarketRegimeService/WatchRegime',
-                request_serializer=bloasis_dot_pb_dot_market__regime__pb2.WatchRegimeRequest.SerializeToString,
-                response_deserializer=bloasis_dot_pb_dot_market__regime__pb2.RegimeUpdate.FromString,
+        self.SaveRegime = channel.unary_unary(
+                '/bloasis.market_regime.MarketRegimeService/SaveRegime',
+                request_serializer=bloasis_dot_pb_dot_v1_dot_market__regime__pb2.SaveRegimeRequest.SerializeToString,
+                response_deserializer=bloasis_dot_pb_dot_v1_dot_market__regime__pb2.SaveRegimeResponse.FromString,
                 _registered_method=True)
 
 
@@ -55,22 +55,19 @@ class MarketRegimeServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def GetCurrentRegime(self, request, context):
-        """The regime for the latest as-of date stored.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetRegimeHistory(self, request, context):
-        """Stored regimes with start_date <= as_of <= end_date, oldest first, paged.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def WatchRegime(self, request, context):
-        """Sends the current regime, then one message each time what is current changes.
-        """
+    def SaveRegime(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -80,18 +77,18 @@ def add_MarketRegimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetCurrentRegime': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCurrentRegime,
-                    request_deserializer=bloasis_dot_pb_dot_market__regime__pb2.GetCurrentRegimeRequest.FromString,
-                    response_serializer=bloasis_dot_pb_dot_market__regime__pb2.GetCurrentRegimeResponse.SerializeToString,
+                    request_deserializer=bloasis_dot_pb_dot_v1_dot_market__regime__pb2.GetCurrentRegimeRequest.FromString,
+                    response_serializer=bloasis_dot_pb_dot_v1_dot_market__regime__pb2.GetCurrentRegimeResponse.SerializeToString,
             ),
             'GetRegimeHistory': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRegimeHistory,
-                    request_deserializer=bloasis_dot_pb_dot_market__regime__pb2.GetRegimeHistoryRequest.FromString,
-                    response_serializer=bloasis_dot_pb_dot_market__regime__pb2.GetRegimeHistoryResponse.SerializeToString,
+                    request_deserializer=bloasis_dot_pb_dot_v1_dot_market__regime__pb2.GetRegimeHistoryRequest.FromString,
+                    response_serializer=bloasis_dot_pb_dot_v1_dot_market__regime__pb2.GetRegimeHistoryResponse.SerializeToString,
             ),
-            'WatchRegime': grpc.unary_stream_rpc_method_handler(
-                    servicer.WatchRegime,
-                    request_deserializer=bloasis_dot_pb_dot_market__regime__pb2.WatchRegimeRequest.FromString,
-                    response_serializer=bloasis_dot_pb_dot_market__regime__pb2.RegimeUpdate.SerializeToString,
+            'SaveRegime': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveRegime,
+                    request_deserializer=bloasis_dot_pb_dot_v1_dot_market__regime__pb2.SaveRegimeRequest.FromString,
+                    response_serializer=bloasis_dot_pb_dot_v1_dot_market__regime__pb2.SaveRegimeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -119,8 +116,8 @@ class MarketRegimeService:
             request,
             target,
             '/bloasis.market_regime.MarketRegimeService/GetCurrentRegime',
-            bloasis_dot_pb_dot_market__regime__pb2.GetCurrentRegimeRequest.SerializeToString,
-            bloasis_dot_pb_dot_market__regime__pb2.GetCurrentRegimeResponse.FromString,
+            bloasis_dot_pb_dot_v1_dot_market__regime__pb2.GetCurrentRegimeRequest.SerializeToString,
+            bloasis_dot_pb_dot_v1_dot_market__regime__pb2.GetCurrentRegimeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -146,8 +143,8 @@ class MarketRegimeService:
             request,
             target,
             '/bloasis.market_regime.MarketRegimeService/GetRegimeHistory',
-            bloasis_dot_pb_dot_market__regime__pb2.GetRegimeHistoryRequest.SerializeToString,
-            bloasis_dot_pb_dot_market__regime__pb2.GetRegimeHistoryResponse.FromString,
+            bloasis_dot_pb_dot_v1_dot_market__regime__pb2.GetRegimeHistoryRequest.SerializeToString,
+            bloasis_dot_pb_dot_v1_dot_market__regime__pb2.GetRegimeHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -159,7 +156,7 @@ class MarketRegimeService:
             _registered_method=True)
 
     @staticmethod
-    def WatchRegime(request,
+    def SaveRegime(request,
             target,
             options=(),
             channel_credentials=None,
@@ -169,12 +166,12 @@ class MarketRegimeService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_stream(
+        return grpc.experimental.unary_unary(
             request,
             target,
-            '/bloasis.market_regime.MarketRegimeService/WatchRegime',
-            bloasis_dot_pb_dot_market__regime__pb2.WatchRegimeRequest.SerializeToString,
-            bloasis_dot_pb_dot_market__regime__pb2.RegimeUpdate.FromString,
+            '/bloasis.market_regime.MarketRegimeService/SaveRegime',
+            bloasis_dot_pb_dot_v1_dot_market__regime__pb2.SaveRegimeRequest.SerializeToString,
+            bloasis_dot_pb_dot_v1_dot_market__regime__pb2.SaveRegimeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from bloasis.pb import classification_pb2 as bloasis_dot_pb_dot_classification__pb2
+from bloasis.pb.v1 import classification_pb2 as bloasis_dot_pb_dot_v1_dot_classification__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in bloasis/pb/classification_pb2_grpc.py depends on'
+        + ' but the generated code in bloasis/pb/v1/classification_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,13 +36,18 @@ class ClassificationServiceStub:
         """
         self.GetSectorAnalysis = channel.unary_unary(
                 '/bloasis.classification.ClassificationService/GetSectorAnalysis',
-                request_serializer=bloasis_dot_pb_dot_classification__pb2.GetSectorAnalysisRequest.SerializeToString,
-                response_deserializer=bloasis_dot_pb_dot_classification__pb2.SectorAnalysis.FromString,
+                request_serializer=bloasis_dot_pb_dot_v1_dot_classification__pb2.GetSectorAnalysisRequest.SerializeToString,
+                response_deserializer=bloasis_dot_pb_dot_v1_dot_classification__pb2.GetSectorAnalysisResponse.FromString,
+                _registered_method=True)
+        self.GetThematicAnalysis = channel.unary_unary(
+                '/bloasis.classification.ClassificationService/GetThematicAnalysis',
+                request_serializer=bloasis_dot_pb_dot_v1_dot_classification__pb2.GetThematicAnalysisRequest.SerializeToString,
+                response_deserializer=bloasis_dot_pb_dot_v1_dot_classification__pb2.GetThematicAnalysisResponse.FromString,
                 _registered_method=True)
         self.GetCandidateSymbols = channel.unary_unary(
                 '/bloasis.classification.ClassificationService/GetCandidateSymbols',
-                request_serializer=bloasis_dot_pb_dot_classification__pb2.GetCandidateSymbolsRequest.SerializeToString,
-                response_deserializer=bloasis_dot_pb_dot_classification__pb2.GetCandidateSymbolsResponse.FromString,
+                request_serializer=bloasis_dot_pb_dot_v1_dot_classification__pb2.GetCandidateSymbolsRequest.SerializeToString,
+                response_deserializer=bloasis_dot_pb_dot_v1_dot_classification__pb2.GetCandidateSymbolsResponse.FromString,
                 _registered_method=True)
 
 
@@ -50,15 +55,19 @@ class ClassificationServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def GetSectorAnalysis(self, request, context):
-        """All 11 GICS sectors scored for the regime of an as-of date (default: the latest).
-        """
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetThematicAnalysis(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetCandidateSymbols(self, request, context):
-        """The strongest members of the selected sectors, no duplicates.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -68,13 +77,18 @@ def add_ClassificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetSectorAnalysis': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSectorAnalysis,
-                    request_deserializer=bloasis_dot_pb_dot_classification__pb2.GetSectorAnalysisRequest.FromString,
-                    response_serializer=bloasis_dot_pb_dot_classification__pb2.SectorAnalysis.SerializeToString,
+                    request_deserializer=bloasis_dot_pb_dot_v1_dot_classification__pb2.GetSectorAnalysisRequest.FromString,
+                    response_serializer=bloasis_dot_pb_dot_v1_dot_classification__pb2.GetSectorAnalysisResponse.SerializeToString,
+            ),
+            'GetThematicAnalysis': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetThematicAnalysis,
+                    request_deserializer=bloasis_dot_pb_dot_v1_dot_classification__pb2.GetThematicAnalysisRequest.FromString,
+                    response_serializer=bloasis_dot_pb_dot_v1_dot_classification__pb2.GetThematicAnalysisResponse.SerializeToString,
             ),
             'GetCandidateSymbols': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCandidateSymbols,
-                    request_deserializer=bloasis_dot_pb_dot_classification__pb2.GetCandidateSymbolsRequest.FromString,
-                    response_serializer=bloasis_dot_pb_dot_classification__pb2.GetCandidateSymbolsResponse.SerializeToString,
+                    request_deserializer=bloasis_dot_pb_dot_v1_dot_classification__pb2.GetCandidateSymbolsRequest.FromString,
+                    response_serializer=bloasis_dot_pb_dot_v1_dot_classification__pb2.GetCandidateSymbolsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -102,8 +116,35 @@ class ClassificationService:
             request,
             target,
             '/bloasis.classification.ClassificationService/GetSectorAnalysis',
-            bloasis_dot_pb_dot_classification__pb2.GetSectorAnalysisRequest.SerializeToString,
-            bloasis_dot_pb_dot_classification__pb2.SectorAnalysis.FromString,
+            bloasis_dot_pb_dot_v1_dot_classification__pb2.GetSectorAnalysisRequest.SerializeToString,
+            bloasis_dot_pb_dot_v1_dot_classification__pb2.GetSectorAnalysisResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetThematicAnalysis(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bloasis.classification.ClassificationService/GetThematicAnalysis',
+            bloasis_dot_pb_dot_v1_dot_classification__pb2.GetThematicAnalysisRequest.SerializeToString,
+            bloasis_dot_pb_dot_v1_dot_classification__pb2.GetThematicAnalysisResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -129,8 +170,8 @@ class ClassificationService:
             request,
             target,
             '/bloasis.classification.ClassificationService/GetCandidateSymbols',
-            bloasis_dot_pb_dot_classification__pb2.GetCandidateSymbolsRequest.SerializeToString,
-            bloasis_dot_pb_dot_classification__pb2.GetCandidateSymbolsResponse.FromString,
+            bloasis_dot_pb_dot_v1_dot_classification__pb2.GetCandidateSymbolsRequest.SerializeToString,
+            bloasis_dot_pb_dot_v1_dot_classification__pb2.GetCandidateSymbolsResponse.FromString,
             options,
             channel_credentials,
             insecure,
