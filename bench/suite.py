@@ -48,6 +48,17 @@ GROUPS: Final = (
         "bench.grpc_serving",
         ("grpc_regime_vs_floor", "grpc_regime_vs_redis_per_call", "grpc_strategy_vs_floor"),
     ),
+    Group(
+        "bench.grpc_users",
+        (
+            "grpc_users_uniform",
+            "grpc_users_zipf",
+            "grpc_users_hot",
+            "grpc_users_v1_uniform",
+            "grpc_users_v1_zipf",
+            "grpc_users_v1_hot",
+        ),
+    ),
     Group("bench.freshness", ("freshness_p99",)),
     Group("bench.relay_throughput", ("relay_throughput",)),
     Group("bench.backfill", ("backfill_1990_2022", "backfill_1990_2022_v3")),

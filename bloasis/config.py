@@ -69,9 +69,24 @@ class Settings(BaseSettings):
     sectors_ttl_seconds: int = Field(default=21600, gt=0, le=30 * 86400)
     strategy_ttl_seconds: int = Field(default=86400, gt=0, le=30 * 86400)
     user_strategy_cache_seconds: float = Field(
-        default=1.0, ge=0, le=3600,
-        description="how long `serve` reuses a user's latest GetStrategy answer in process "
-        "(dropped at once on a new run or UpdatePreferences there); 0: off",
+        default=300.0, ge=0, le=3600,
+        description="how long `serve` reuses a user's latest strategy answer in process (dropped "
+        "at once on a new run, or a preference change or recompute on that server; the bound "
+        "for changes it is not notified of); 0: off",
+    )  # fmt: skip
+    answer_cache: bool = Field(
+        default=True,
+        description="`serve` keeps serialised answers of the hot methods in process "
+        "(bloasis.serve.answer_cache); false: every call reads through the stores",
+    )
+    answer_cache_entries: int = Field(
+        default=200_000, gt=0, le=10_000_000,
+        description="at most this many answers cached (the oldest dropped first)",
+    )  # fmt: skip
+    watch_max_streams: int = Field(
+        default=1000, ge=0,
+        description="WatchRegime streams one server serves at once (v1 and v2); beyond it "
+        "RESOURCE_EXHAUSTED; 0: no limit",
     )  # fmt: skip
     history_max_days: int = Field(
         default=14000, gt=0, description="longest GetRegimeHistory range accepted"

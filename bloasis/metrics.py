@@ -47,6 +47,9 @@ disable_created_metrics()
 # --- gRPC server -------------------------------------------------------------------------------
 
 WATCH_SUBSCRIBERS: Final = Gauge("bloasis_watch_subscribers", "WatchRegime streams open now")
+WATCH_REFUSED: Final = Counter(
+    "bloasis_watch_refused", "WatchRegime streams refused: BLOASIS_WATCH_MAX_STREAMS reached"
+)
 SERVED_REGIME_AGE: Final = Gauge(
     "bloasis_served_regime_age_seconds",
     "Age of the served regime since its session's close, counting exchange trading days only "

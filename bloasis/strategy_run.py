@@ -350,5 +350,9 @@ def publish_run(
         return "redis unavailable"
     finally:
         client.close()
+    # Servers drop the answers they cached from the old keys (bloasis.serve.answer_cache):
+    # the run's commit notified them before these keys switched.
+    with engine.begin() as conn:
+        outbox.notify_results(conn, "redis keys switched")
     what = "current" if is_current else f"older than current {current.as_of}: regime key only"
     return f"{len(values)} Redis keys switched ({what})"

@@ -47,6 +47,7 @@ def regime_to_pb(r: RegimeResult) -> common_pb2.MarketRegime:
         computed_at=ts(r.computed_at),
         model_version=r.model_version,
         run_id=str(r.run_id),
+        override=r.model_version.endswith("+override"),
     )
 
 

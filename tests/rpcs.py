@@ -12,8 +12,9 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.message import Message
 
+from bloasis.serve.classification_v2 import SERVICE as CLASSIFICATION_SERVICE
 from bloasis.serve.server import MARKET_REGIME_SERVICE
-from bloasis.serve.strategy_service import CLASSIFICATION_SERVICE, STRATEGY_SERVICE
+from bloasis.serve.strategy_v2 import SERVICE as STRATEGY_SERVICE
 
 OK = grpc.StatusCode.OK
 

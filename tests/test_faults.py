@@ -46,8 +46,9 @@ from bloasis.publish.cache import REGIME_CURRENT_KEY, make_redis, strategy_key, 
 from bloasis.publish.events import ALERT_TOPIC, REGIME_TOPIC, STRATEGY_TOPIC
 from bloasis.publish.relay import RelayError, relay_pending
 from bloasis.publish.topics import TOPICS, list_topics
+from bloasis.serve.classification_v2 import SERVICE as CLASSIFICATION_SERVICE
 from bloasis.serve.server import CACHE_HEALTH_NAME, MARKET_REGIME_SERVICE_NAME
-from bloasis.serve.strategy_service import CLASSIFICATION_SERVICE_NAME, STRATEGY_SERVICE_NAME
+from bloasis.serve.strategy_v2 import SERVICE as STRATEGY_SERVICE
 from bloasis.store import outbox, runs
 from bloasis.store.models import (
     OutboxRow,
@@ -65,6 +66,9 @@ from tests.factories import regime
 from tests.grpc_harness import Harness
 from tests.kafka_util import consume_all
 from tests.test_grpc import _code_of, _until
+
+CLASSIFICATION_SERVICE_NAME = CLASSIFICATION_SERVICE.full_name
+STRATEGY_SERVICE_NAME = STRATEGY_SERVICE.full_name
 
 pytestmark = pytest.mark.fault
 

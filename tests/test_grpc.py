@@ -217,11 +217,15 @@ async def test_the_fast_path_answers_as_the_full_path_and_leaves_the_rest_to_it(
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "user_id" in details
         code, details = await _code_of(raw(b"\x12\x02\xff\xfe", timeout=5))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "not a valid" in details
-    # What the fast path learnt: which request bytes it answers itself.
-    plain = srv.market_regime._plain_requests
-    assert plain[b""] and plain[mr_pb.GetCurrentRegimeRequest(user_id="ann").SerializeToString()]
-    assert not plain[mr_pb.GetCurrentRegimeRequest(force_refresh=True).SerializeToString()]
-    assert not plain[b"\x12\x02\xff\xfe"]
+    # What the answer cache kept: the plain requests' answers, by request bytes; never a
+    # force_refresh nor malformed bytes.
+    method = f"{MARKET_REGIME_SERVICE_NAME}/GetCurrentRegime"
+    cached = {raw for (m, raw) in srv.answer_cache._entries if m == method}
+    assert b"" in cached
+    assert mr_pb.GetCurrentRegimeRequest(user_id="ann").SerializeToString() in cached
+    assert mr_pb.GetCurrentRegimeRequest(force_refresh=True).SerializeToString() not in cached
+    assert b"\x12\x02\xff\xfe" not in cached
+    assert srv.answer_cache.hits[method] >= 3  # the second round's plain calls, at least
 
     # A new regime: the fast path serves it at once (never the previous value's bytes).
     await _until(lambda: srv.refresher.listening, "LISTEN", 5)
@@ -235,26 +239,39 @@ async def test_the_fast_path_answers_as_the_full_path_and_leaves_the_rest_to_it(
     await _until(crisis, "the new regime", 5)
 
 
-async def test_a_failing_fast_path_falls_back_to_the_full_path(
+async def test_a_failing_answer_tag_serves_the_full_path_uncached(
     stack_settings: Settings,
     harness: Harness,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def broken(self: object, raw: bytes) -> bytes | None:
-        raise RuntimeError("a bug in the fast path")
+    def broken(self: object, request: object) -> str | None:
+        raise RuntimeError("a bug in answer_tag")
 
-    monkeypatch.setattr(MarketRegimeServicer, "fast_GetCurrentRegime", broken)
+    monkeypatch.setattr(MarketRegimeServicer, "answer_tag_GetCurrentRegime", broken)
     s = _settings(stack_settings)
     await _seed(s, [(date(2024, 3, 1), "bull")])
-    _, stub = await harness.start(s)
-    for _ in range(2):
+    srv, stub = await harness.start(s)
+    for _ in range(3):
         resp = await stub.GetCurrentRegime(mr_pb.GetCurrentRegimeRequest(), timeout=5)
         assert (resp.regime.as_of, resp.served_from) == ("2024-03-01", "snapshot")
-    assert "the fast path failed; serving the full way" in caplog.text
-    assert "a bug in the fast path" in caplog.text
-    # Once, not at every call.
-    assert caplog.text.count("the fast path failed") == 1
+    assert "answer_tag failed; not caching" in caplog.text
+    assert "a bug in answer_tag" in caplog.text
+    # Once, not at every call; and nothing was cached.
+    assert caplog.text.count("answer_tag failed") == 1
+    assert srv.answer_cache.hits[f"{MARKET_REGIME_SERVICE_NAME}/GetCurrentRegime"] == 0
+
+
+async def test_the_answer_cache_switch_turns_it_off(
+    stack_settings: Settings, harness: Harness
+) -> None:
+    s = _settings(stack_settings).model_copy(update={"answer_cache": False})
+    await _seed(s, [(date(2024, 3, 1), "bull")])
+    srv, stub = await harness.start(s)
+    for _ in range(3):
+        resp = await stub.GetCurrentRegime(mr_pb.GetCurrentRegimeRequest(), timeout=5)
+        assert (resp.regime.as_of, resp.served_from) == ("2024-03-01", "snapshot")
+    assert len(srv.answer_cache) == 0 and srv.answer_cache.hits == {}
 
 
 async def test_notify_updates_snapshot_and_watchers(

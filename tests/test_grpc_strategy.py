@@ -46,8 +46,9 @@ from bloasis.publish.cache import (
 )
 from bloasis.regime.types import RegimeResult
 from bloasis.serve import client
+from bloasis.serve.classification_v2 import SERVICE as CLASSIFICATION_SERVICE
 from bloasis.serve.server import RegimeServer
-from bloasis.serve.strategy_service import CLASSIFICATION_SERVICE_NAME, STRATEGY_SERVICE_NAME
+from bloasis.serve.strategy_v2 import SERVICE as STRATEGY_SERVICE
 from bloasis.store import outbox, runs
 from bloasis.store.db import engine_for
 from bloasis.store.regimes import insert_regimes, regime_id_at
@@ -76,6 +77,9 @@ from bloasis.wire import ts as to_ts
 from tests.factories import regime
 from tests.grpc_harness import Harness
 from tests.test_grpc import GRPCURL, _code_of, _run, _stack, _until
+
+CLASSIFICATION_SERVICE_NAME = CLASSIFICATION_SERVICE.full_name
+STRATEGY_SERVICE_NAME = STRATEGY_SERVICE.full_name
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -491,8 +495,8 @@ async def test_user_strategy_is_expanded_with_the_profile_book(
 
 def _user_cache_hits() -> float:
     got = REGISTRY.get_sample_value(
-        "bloasis_cache_lookups_total",
-        {"kind": "user_strategy", "layer": "snapshot", "result": "hit"},
+        "bloasis_answer_cache_lookups_total",
+        {"method": f"{STRATEGY_SERVICE_NAME}/GetStrategy", "result": "hit"},
     )
     return got or 0.0
 

@@ -119,10 +119,13 @@ async def test_grpc_metrics_scraped_after_real_calls(
     assert _delta(before, after, latency, method=GET_CURRENT, code="OK") == 2
     assert _delta(before, after, latency, method=GET_HISTORY, code="INVALID_ARGUMENT") == 1
     assert _get(after, "bloasis_grpc_request_duration_seconds_sum", method=GET_CURRENT, code="OK")
-    # Where the latest reads were answered: two snapshot hits; the empty server missed every
-    # layer (Redis holds no regime of its model version).
+    # Where the latest reads were answered: the first from the snapshot, the second from the
+    # answer cache; the empty server missed every layer (Redis holds no regime of its model
+    # version).
     lookups = "bloasis_cache_lookups_total"
-    assert _delta(before, after, lookups, kind="regime", layer="snapshot", result="hit") == 2
+    assert _delta(before, after, lookups, kind="regime", layer="snapshot", result="hit") == 1
+    answers = "bloasis_answer_cache_lookups_total"
+    assert _delta(before, after, answers, method=GET_CURRENT, result="hit") == 1
     assert _delta(before, after, lookups, kind="regime", layer="snapshot", result="miss") == 1
     assert _delta(before, after, lookups, kind="regime", layer="redis", result="miss") == 1
     assert _delta(before, after, lookups, kind="regime", layer="postgres", result="miss") == 1

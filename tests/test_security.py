@@ -208,7 +208,7 @@ def test_settings_keep_secrets_out_of_repr_but_usable(tmp_path: Path) -> None:
     [
         ("short read", "at least 16"),
         (f"{READ_TOKEN}", "TOKEN SCOPE"),
-        (f"{READ_TOKEN} admin", "read or write"),
+        (f"{READ_TOKEN} superuser", "read, write or admin"),
         (f"read {READ_TOKEN}", "at least 16"),  # swapped: the token is not echoed as a scope
         (f"{READ_TOKEN} read a; {READ_TOKEN} write b", "twice"),
         (f"{READ_TOKEN} read bad/name", "name"),

@@ -54,7 +54,11 @@ def _indicator_strings(r: RegimeResult) -> dict[str, str]:
 
 
 def regime_event_id(kind: str, r: RegimeResult) -> str:
-    return f"{kind}:{r.model_version}:{r.as_of.isoformat()}"
+    base = f"{kind}:{r.model_version}:{r.as_of.isoformat()}"
+    if r.model_version.endswith("+override"):
+        # An operator may override one session several times: each override is its own event.
+        return f"{base}@{r.computed_at.astimezone(UTC):%Y%m%dT%H%M%S.%fZ}"
+    return base
 
 
 def regime_events(

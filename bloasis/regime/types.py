@@ -19,6 +19,10 @@ TRIGGERS: Final[tuple[str, ...]] = (
     "backfill",
     "circuit_breaker",
     "vix_spike",
+    # The original BLOASIS triggers an operator may give with SaveRegime.
+    "fomc",
+    "earnings_season",
+    "geopolitical",
 )
 
 

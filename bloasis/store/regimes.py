@@ -104,3 +104,20 @@ def regime_id_at(conn: Connection, model_version: str, as_of: date) -> int | Non
     return conn.execute(
         select(_T.c.id).where(_T.c.model_version == model_version, _T.c.as_of == as_of)
     ).scalar()
+
+
+def latest_override(conn: Connection, override_version: str) -> RegimeResult | None:
+    """The latest operator override (SaveRegime), stored under its own model version."""
+    return latest_regime(conn, override_version)
+
+
+def save_override(conn: Connection, result: RegimeResult) -> None:
+    """Store an operator override: a second SaveRegime for the same session replaces the first
+    (unlike computed results, which are never rewritten)."""
+    values = {c: getattr(result, c) for c in _COLS}
+    stmt = insert(_T).values(values)
+    stmt = stmt.on_conflict_do_update(
+        constraint="uq_regimes_model_as_of",
+        set_={c: stmt.excluded[c] for c in _COLS if c not in ("model_version", "as_of")},
+    )
+    conn.execute(stmt)

@@ -47,7 +47,7 @@ class Indicators(_message.Message):
     def __init__(self, vix: _Optional[float] = ..., vix_is_proxy: _Optional[bool] = ..., sp500_trend: _Optional[str] = ..., sp500_close: _Optional[float] = ..., yield_curve: _Optional[float] = ..., yield_curve_state: _Optional[str] = ..., credit_spread: _Optional[float] = ..., credit_spread_state: _Optional[str] = ..., drawdown: _Optional[float] = ..., sma200_gap: _Optional[float] = ..., sma200_slope: _Optional[float] = ..., daily_return: _Optional[float] = ..., high_vol_prob: _Optional[float] = ..., rule_confidence: _Optional[float] = ..., decided_by: _Optional[str] = ..., realised_vol: _Optional[float] = ..., rebound: _Optional[float] = ...) -> None: ...
 
 class MarketRegime(_message.Message):
-    __slots__ = ("regime", "confidence", "risk_level", "trigger", "reasoning", "indicators", "as_of", "computed_at", "model_version", "run_id")
+    __slots__ = ("regime", "confidence", "risk_level", "trigger", "reasoning", "indicators", "as_of", "computed_at", "model_version", "run_id", "override")
     REGIME_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     RISK_LEVEL_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class MarketRegime(_message.Message):
     COMPUTED_AT_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDE_FIELD_NUMBER: _ClassVar[int]
     regime: str
     confidence: float
     risk_level: str
@@ -68,4 +69,5 @@ class MarketRegime(_message.Message):
     computed_at: _timestamp_pb2.Timestamp
     model_version: str
     run_id: str
-    def __init__(self, regime: _Optional[str] = ..., confidence: _Optional[float] = ..., risk_level: _Optional[str] = ..., trigger: _Optional[str] = ..., reasoning: _Optional[str] = ..., indicators: _Optional[_Union[Indicators, _Mapping]] = ..., as_of: _Optional[str] = ..., computed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_version: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
+    override: bool
+    def __init__(self, regime: _Optional[str] = ..., confidence: _Optional[float] = ..., risk_level: _Optional[str] = ..., trigger: _Optional[str] = ..., reasoning: _Optional[str] = ..., indicators: _Optional[_Union[Indicators, _Mapping]] = ..., as_of: _Optional[str] = ..., computed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_version: _Optional[str] = ..., run_id: _Optional[str] = ..., override: _Optional[bool] = ...) -> None: ...

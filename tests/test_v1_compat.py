@@ -1,0 +1,186 @@
+"""Existing BLOASIS clients work unchanged: a client generated from the original contract
+(tests/v1_contract, in a process of its own: tests/v1_client.py) calls every original method of
+the three services over a real channel, against a server over one real pipeline run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from bloasis.app.daily import DailyRequest, run_daily
+from bloasis.config import Settings
+from bloasis.pb.v1 import market_regime_pb2 as mr1
+from bloasis.pb.v1 import market_regime_pb2_grpc as mr1_grpc
+from bloasis.pb.v1 import strategy_pb2 as st1
+from bloasis.pb.v1 import strategy_pb2_grpc as st1_grpc
+from bloasis.pb.v2 import market_regime_pb2 as mr2
+from bloasis.pb.v2 import market_regime_pb2_grpc as mr2_grpc
+from bloasis.serve.server import RegimeServer
+from bloasis.serve.v1_wire import V1_SECTORS
+from bloasis.store.db import engine_for
+from bloasis.users import random_population, seed_population
+from tests.grpc_harness import Harness
+
+CLIENT = Path(__file__).parent / "v1_client.py"
+ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+REGIMES = {"crisis", "bear", "bull", "sideways", "recovery"}
+
+
+async def _client(srv: RegimeServer, user: str) -> dict[str, dict[str, Any]]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(CLIENT),
+        srv.address,
+        "--user",
+        user,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    rows = [json.loads(line) for line in out.decode().splitlines()]
+    return {r["method"].split("/")[1]: r for r in rows}
+
+
+@pytest.fixture(scope="module")
+async def served(stack_settings: Settings) -> AsyncIterator[tuple[RegimeServer, str, Settings]]:
+    s = stack_settings.model_copy(
+        update={"model_version": f"regime-v2-v1c-{uuid.uuid4().hex[:10]}"}
+    )
+    prefix = f"v1c-{uuid.uuid4().hex[:6]}-"
+    people = random_population(3, seed=11, prefix=prefix)
+    seed_population(engine_for(s.require("database_url")), people)
+    await run_daily(DailyRequest(trigger="manual", relay=False), run_id=uuid.uuid4(), settings=s)
+    h = Harness()
+    try:
+        srv, _ = await h.start(s)
+        yield srv, people[0].user_id, s
+    finally:
+        await h.close()
+
+
+async def test_every_original_method_answers_with_real_data(
+    served: tuple[RegimeServer, str, Settings],
+) -> None:
+    srv, user, _ = served
+    got = await _client(srv, user)
+    assert {m: r["code"] for m, r in got.items()} == dict.fromkeys(got, "OK"), got
+    assert len(got) == 11
+
+    cur = got["GetCurrentRegime"]["response"]
+    assert cur["regime"] in REGIMES and 0.0 <= cur["confidence"] <= 1.0
+    assert ISO.fullmatch(cur["timestamp"]) and cur["riskLevel"] in {"low", "medium", "high"}
+    assert cur["reasoning"] and cur["trigger"] == "manual"
+    ind = cur["indicators"]
+    assert ind["vix"] > 0 and ind["sp500Trend"] in {"up", "down", "flat"}
+    assert ind["yieldCurve"] in {"normal", "flat", "inverted", "unknown"}
+
+    hist = got["GetRegimeHistory"]["response"]["regimes"]
+    assert hist and all(r["regime"] in REGIMES and ISO.fullmatch(r["timestamp"]) for r in hist)
+
+    saved = got["SaveRegime"]["response"]
+    assert saved["success"] and saved["regime"]["regime"] == "bear"
+    assert saved["regime"]["confidence"] == 0.7 and saved["regime"]["trigger"] == "manual"
+    assert saved["regime"]["reasoning"].startswith("Operator override")
+
+    sectors = got["GetSectorAnalysis"]["response"]
+    assert len(sectors["sectors"]) == 11 and sectors["regime"] in REGIMES
+    assert {s["sector"] for s in sectors["sectors"]} == set(V1_SECTORS)
+    assert all(0 <= s.get("score", 0) <= 100 and s["rationale"] for s in sectors["sectors"])
+    assert ISO.fullmatch(sectors["cachedAt"])
+
+    themes = got["GetThematicAnalysis"]["response"]["themes"]
+    assert themes and all(0 <= t["score"] <= 100 and t["representativeSymbols"] for t in themes)
+    assert [t["score"] for t in themes] == sorted((t["score"] for t in themes), reverse=True)
+
+    cands = got["GetCandidateSymbols"]["response"]
+    assert 0 < len(cands["candidates"]) <= 10 and cands["selectedSectors"]
+    assert all(c["sector"] in V1_SECTORS and c["theme"] for c in cands["candidates"])
+
+    picks = got["GetStockPicks"]["response"]
+    assert 0 < len(picks["picks"]) <= 5
+    assert [p["rank"] for p in picks["picks"]] == list(range(1, len(picks["picks"]) + 1))
+    assert picks["appliedPreferences"]["userId"] == user and ISO.fullmatch(picks["generatedAt"])
+
+    strat = got["GetPersonalizedStrategy"]["response"]
+    assert strat["userId"] == user and strat["regime"] in REGIMES and strat["stockPicks"]
+    buys = [g for g in strat["signals"] if g["action"] == "buy"]
+    for g in buys:  # ATR stop under the entry, profit tiers above it
+        assert 0 < g["stopLoss"] < g["entryPrice"] < g["takeProfit"]
+        assert [t["level"] for t in g["profitTiers"]] == sorted(
+            t["level"] for t in g["profitTiers"]
+        )
+        assert 0 < g["sizeRecommendation"] <= 1 and 0 <= g["confidence"] <= 1
+
+    prefs = got["GetPreferences"]["response"]
+    assert prefs["userId"] == user and prefs["riskProfile"] in {
+        "CONSERVATIVE",
+        "MODERATE",
+        "AGGRESSIVE",
+    }
+    assert prefs["maxSinglePosition"] > 0
+    upd = got["UpdatePreferences"]["response"]
+    assert upd["success"]
+    assert upd["preferences"] == {
+        "userId": user,
+        "riskProfile": "CONSERVATIVE",
+        "excludedSectors": ["Energy"],
+        "maxSinglePosition": 0.08,
+    }
+
+    ai = got["RunAIAnalysis"]["response"]
+    assert ai["userId"] == user and ai["analysisId"]
+    # New preferences (just updated): a new strategy, its events relayed to the stack's broker.
+    assert ai["phase"] == "published" and ai["signals"]
+    assert ai["signalsPublished"] == len(ai["signals"]) and "errors" not in ai
+
+    # A second client session sees what the first changed: the override is current (and
+    # marked), the preferences round-trip, and the recompute used them.
+    again = await _client(srv, user)
+    cur2 = again["GetCurrentRegime"]["response"]
+    # An original client knows no `override` field: the reasoning tells it.
+    assert cur2["regime"] == "bear" and cur2["reasoning"].startswith("Operator override")
+    assert "override" not in cur2
+    # Clients of today's v1 (fields added at new numbers) and v2 see the flag itself.
+    ch = grpc.aio.insecure_channel(srv.address)
+    try:
+        v1 = await mr1_grpc.MarketRegimeServiceStub(ch).GetCurrentRegime(
+            mr1.GetCurrentRegimeRequest(user_id=user), timeout=5
+        )
+        assert (v1.regime, v1.override) == ("bear", True)
+        assert v1.model_version.endswith("+override") and v1.as_of == "2022-12-28"
+        v2 = await mr2_grpc.MarketRegimeServiceStub(ch).GetCurrentRegime(
+            mr2.GetCurrentRegimeRequest(), timeout=5
+        )
+        assert (v2.regime.regime, v2.regime.override, v2.regime.trigger) == (
+            "bear",
+            True,
+            "manual",
+        )
+    finally:
+        await ch.close()
+    assert again["GetPreferences"]["response"] == upd["preferences"]
+    strat2 = again["GetPersonalizedStrategy"]["response"]
+    assert strat2["preferences"] == upd["preferences"]
+    assert all(s != "Energy" for s in strat2["selectedSectors"])
+    # The session wrote the preferences again (a new version) before its RunAIAnalysis; a
+    # recompute with nothing new since stores and publishes nothing.
+    assert again["RunAIAnalysis"]["response"]["phase"] == "published"
+    ch = grpc.aio.insecure_channel(srv.address)
+    try:
+        ai2 = await st1_grpc.StrategyServiceStub(ch).RunAIAnalysis(
+            st1.RunAIAnalysisRequest(user_id=user), timeout=120
+        )
+    finally:
+        await ch.close()
+    assert (ai2.phase, ai2.signals_published) == ("unchanged", 0)
+    assert [g.symbol for g in ai2.signals] == [g["symbol"] for g in strat2["signals"]]
