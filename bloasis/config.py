@@ -83,6 +83,10 @@ class Settings(BaseSettings):
         default=200_000, gt=0, le=10_000_000,
         description="at most this many answers cached (the oldest dropped first)",
     )  # fmt: skip
+    answer_cache_mb: int = Field(
+        default=512, gt=0, le=65536,
+        description="at most this many MiB of cached answers (the oldest dropped first)",
+    )  # fmt: skip
     watch_max_streams: int = Field(
         default=1000, ge=0,
         description="WatchRegime streams one server serves at once (v1 and v2); beyond it "

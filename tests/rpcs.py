@@ -12,9 +12,13 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.message import Message
 
+from bloasis.serve import classification_v1, market_regime_v1, strategy_v1
 from bloasis.serve.classification_v2 import SERVICE as CLASSIFICATION_SERVICE
 from bloasis.serve.server import MARKET_REGIME_SERVICE
 from bloasis.serve.strategy_v2 import SERVICE as STRATEGY_SERVICE
+
+V2_SERVICES = (MARKET_REGIME_SERVICE, CLASSIFICATION_SERVICE, STRATEGY_SERVICE)
+V1_SERVICES = (market_regime_v1.SERVICE, classification_v1.SERVICE, strategy_v1.SERVICE)
 
 OK = grpc.StatusCode.OK
 
@@ -40,10 +44,12 @@ ALL_RPCS: tuple[Rpc, ...] = tuple(
         message_factory.GetMessageClass(m.output_type),
         m.server_streaming,
     )
-    for svc in (MARKET_REGIME_SERVICE, CLASSIFICATION_SERVICE, STRATEGY_SERVICE)
+    for svc in (*V2_SERVICES, *V1_SERVICES)
     for m in svc.methods
 )
-RPCS: dict[str, Rpc] = {r.name: r for r in ALL_RPCS}
+# By method name: v2's (v1 has methods of the same names; `V1_RPCS` has those).
+RPCS: dict[str, Rpc] = {r.name: r for r in ALL_RPCS if ".v2." in r.service}
+V1_RPCS: dict[str, Rpc] = {r.name: r for r in ALL_RPCS if ".v2." not in r.service}
 
 
 def _identity(b: bytes) -> bytes:

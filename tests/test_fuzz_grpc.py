@@ -6,7 +6,10 @@ crash. Then the message size limit (RESOURCE_EXHAUSTED, server alive after) and 
 deadlines (DEADLINE_EXCEEDED promptly, server resources released).
 
 test_grpc.py and test_grpc_strategy.py fuzz chosen fields of their RPCs; this module is generic
-over the descriptor table (tests/rpcs.py), so it covers all nine, WatchRegime included.
+over the descriptor table (tests/rpcs.py), so it covers every method of v2 (WatchRegime
+included) and of v1 (the original contract: SaveRegime and RunAIAnalysis included; a
+RunAIAnalysis only ever names users without preferences here, since for a real user it runs a
+pipeline).
 """
 
 from __future__ import annotations
@@ -98,6 +101,23 @@ def _hints(field: str, w: World) -> st.SearchStrategy[str]:
         return st.sampled_from(["KO", "xom", "UNH", "BRK.B", "^GSPC", "A-B", "NOPE"])
     if field == "max_single_position":
         return st.sampled_from(["0.05", "0.1000", "1", "0", "-0.1", "1e-2", "0.00001", "Infinity"])
+    if field in ("regime", "new_regime"):
+        return st.sampled_from(["bull", "bear", "crisis", "sideways", "recovery", "Bull", "boom"])
+    if field == "trigger":
+        return st.sampled_from(["baseline", "manual", "fomc", "geopolitical", "nope"])
+    if field == "timestamp":
+        return st.sampled_from(
+            ["2022-12-28T14:30:00Z", "2022-12-28T14:30:00", "9999-01-01T00:00:00Z",
+             "2022-13-01T00:00:00Z", "yesterday"]
+        )  # fmt: skip
+    return st.nothing()
+
+
+def _double_hints(field: str) -> st.SearchStrategy[float]:
+    if field == "max_single_position":
+        return st.sampled_from([0.05, 0.1, 1.0, 0.0, -0.1, 0.00001, 1.5])
+    if field == "confidence":
+        return st.sampled_from([0.0, 0.5, 1.0, -0.01, 1.01])
     return st.nothing()
 
 
@@ -126,6 +146,8 @@ def _field(f: FieldDescriptor, w: World, depth: int) -> st.SearchStrategy[Any]:
         return st.one_of(_hints(f.name, w), _short_text(), _huge_text())
     if f.type == FieldDescriptor.TYPE_BOOL:
         value: st.SearchStrategy[Any] = st.booleans()
+    elif f.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        value = st.one_of(_double_hints(f.name), st.floats())  # NaN and infinities included
     elif f.type in _INT_RANGES:
         lo, hi = _INT_RANGES[f.type]
         value = st.one_of(st.integers(lo, hi), st.sampled_from([0, -1, 1, lo, hi]))
@@ -142,11 +164,17 @@ def messages(desc: Descriptor, w: World, depth: int = 0) -> st.SearchStrategy[Me
 
 
 def _own_users_only(rpc: Rpc, req: Message, w: World) -> Message:
-    """UpdatePreferences may only create users under this module's prefix (deleted at the end)."""
+    """UpdatePreferences may only create users under this module's prefix (deleted at the end);
+    RunAIAnalysis only names users without preferences (for a real one it runs a pipeline)."""
     if rpc.name == "UpdatePreferences":
-        assert isinstance(req, st_pb.UpdatePreferencesRequest)
-        if req.preferences.user_id and not req.preferences.user_id.startswith(w.prefix):
-            req.preferences.user_id = w.prefix + req.preferences.user_id
+        target = req.preferences if isinstance(req, st_pb.UpdatePreferencesRequest) else req
+        uid = target.user_id  # type: ignore[attr-defined]
+        if uid and not uid.startswith(w.prefix):
+            target.user_id = w.prefix + uid  # type: ignore[attr-defined]
+    if rpc.name == "RunAIAnalysis":
+        uid = req.user_id  # type: ignore[attr-defined]
+        if uid in (w.user, w.user_no_strategy):
+            req.user_id = w.prefix + "nobody"  # type: ignore[attr-defined]
     return req
 
 
@@ -227,14 +255,18 @@ _MUTATIONS: list[_Mutation] = [_truncate, _flip, _append, _unknown, _wrong_wire_
 
 
 def _foreign_user(rpc: Rpc, payload: bytes, w: World) -> bool:
-    """Would these bytes create a user outside this module's prefix?"""
-    if rpc.name != "UpdatePreferences":
+    """Would these bytes create a user outside this module's prefix (or recompute a real
+    user's strategy: a pipeline run)?"""
+    if rpc.name not in ("UpdatePreferences", "RunAIAnalysis"):
         return False
     try:
-        req = st_pb.UpdatePreferencesRequest.FromString(payload)
+        req = rpc.request.FromString(payload)
     except DecodeError:
         return False
-    uid = req.preferences.user_id
+    if rpc.name == "RunAIAnalysis":
+        return req.user_id in (w.user, w.user_no_strategy)  # type: ignore[attr-defined]
+    target = req.preferences if isinstance(req, st_pb.UpdatePreferencesRequest) else req
+    uid = target.user_id  # type: ignore[attr-defined]
     return bool(uid) and not uid.startswith(w.prefix)
 
 

@@ -36,6 +36,7 @@ from bloasis.publish import relay, topics
 from bloasis.publish.cache import make_redis
 from bloasis.publish.kafka_options import client_options
 from bloasis.serve import auth, client
+from bloasis.serve.auth import WRITE_METHODS
 from bloasis.serve.server import RegimeServer, start_server
 from tests.rpcs import ALL_RPCS, RPCS, call
 from tests.test_grpc import GRPCURL, _run, _seed, _settings
@@ -363,10 +364,11 @@ async def test_every_rpc_needs_a_valid_token(
             assert "bearer token" in details
             _assert_no_secret(details)
         # A valid token passes (the answer itself depends on the request: empty ones are
-        # often INVALID_ARGUMENT); only the write method needs more than read.
+        # often INVALID_ARGUMENT); only the write methods (v2 UpdatePreferences; v1
+        # SaveRegime, UpdatePreferences, RunAIAnalysis) need more than read.
         for token in (READ_TOKEN, INLINE_TOKEN):
             code, details = await call(channel, rpc, rpc.request(), metadata=bearer(token))
-            if rpc.name == "UpdatePreferences":
+            if rpc.path in WRITE_METHODS:
                 assert code == PERMISSION_DENIED and "write scope" in details, (code, details)
             else:
                 assert code not in (UNAUTHENTICATED, PERMISSION_DENIED), (rpc.name, details)

@@ -184,3 +184,142 @@ async def test_every_original_method_answers_with_real_data(
         await ch.close()
     assert (ai2.phase, ai2.signals_published) == ("unchanged", 0)
     assert [g.symbol for g in ai2.signals] == [g["symbol"] for g in strat2["signals"]]
+
+
+# --- per-principal access, on v1 and v2 ---------------------------------------------------
+
+TOKENS = {
+    "alice_read": "alice-read-token-0123456789",
+    "alice_write": "alice-write-token-0123456789",
+    "operator": "operator-write-token-0123456789",
+    "admin": "admin-token-0123456789abcdef",
+}
+
+
+async def _code(call: Any) -> grpc.StatusCode:
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+async def test_tokens_bound_to_users_see_and_change_only_their_users(
+    served: tuple[RegimeServer, str, Settings],
+) -> None:
+    from pydantic import SecretStr
+
+    from bloasis.pb.v2 import strategy_pb2 as st2
+    from bloasis.pb.v2 import strategy_pb2_grpc as st2_grpc
+
+    _, alice, base = served
+    bob = alice[:-1] + "1"  # random_population's next user
+    inline = "; ".join(
+        [
+            f"{TOKENS['alice_read']} read alice-r sub={alice}",
+            f"{TOKENS['alice_write']} write alice-w sub={alice}",
+            f"{TOKENS['operator']} write operator",
+            f"{TOKENS['admin']} admin root",
+        ]
+    )
+    s = base.model_copy(update={"grpc_tokens": SecretStr(inline), "watch_max_streams": 1})
+    h = Harness()
+    try:
+        srv, _ = await h.start(s)
+        ch = h.channel(srv)
+        v1 = st1_grpc.StrategyServiceStub(ch)
+        v2 = st2_grpc.StrategyServiceStub(ch)
+
+        def md(who: str) -> list[tuple[str, str]]:
+            return [("authorization", f"Bearer {TOKENS[who]}")]
+
+        # The admin reads bob first: his answers are in the answer cache now.
+        for _ in range(2):
+            assert (
+                await _code(
+                    v1.GetPersonalizedStrategy(
+                        st1.StrategyRequest(user_id=bob), metadata=md("admin")
+                    )
+                )
+                == grpc.StatusCode.OK
+            )
+            assert (
+                await _code(
+                    v2.GetStrategy(st2.GetStrategyRequest(user_id=bob), metadata=md("admin"))
+                )
+                == grpc.StatusCode.OK
+            )
+        hits_before = dict(srv.answer_cache.hits)
+        # Alice's tokens: her own data (twice: the second from the cache), never bob's.
+        for who in ("alice_read", "alice_write"):
+            for _ in range(2):
+                ok = await v1.GetPersonalizedStrategy(
+                    st1.StrategyRequest(user_id=alice), metadata=md(who)
+                )
+                assert ok.user_id == alice
+                ok2 = await v2.GetStrategy(st2.GetStrategyRequest(user_id=alice), metadata=md(who))
+                assert ok2.strategy.user_id == alice
+            for call in (
+                v1.GetPersonalizedStrategy(st1.StrategyRequest(user_id=bob), metadata=md(who)),
+                v1.GetStockPicks(st1.StockPicksRequest(user_id=bob), metadata=md(who)),
+                v1.GetPreferences(st1.GetPreferencesRequest(user_id=bob), metadata=md(who)),
+                v2.GetStrategy(st2.GetStrategyRequest(user_id=bob), metadata=md(who)),
+                v2.GetStockPicks(st2.GetStrategyRequest(user_id=bob), metadata=md(who)),
+                v2.GetPreferences(st2.GetPreferencesRequest(user_id=bob), metadata=md(who)),
+            ):
+                assert await _code(call) == grpc.StatusCode.PERMISSION_DENIED
+        # Bob's cached answers were not handed to alice: the only hits are alice's own calls
+        # after her first (3 per method).
+        hits_after = srv.answer_cache.hits
+        for method in ("bloasis.strategy.StrategyService/GetPersonalizedStrategy",
+                       "bloasis.strategy.v2.StrategyService/GetStrategy"):  # fmt: skip
+            assert hits_after[method] - hits_before[method] == 3, (method, hits_after)
+
+        # Changes: a read token may not, a bound write token only for its user.
+        upd = st1.UpdatePreferencesRequest(user_id=alice, risk_profile=st1.MODERATE)
+        assert await _code(v1.UpdatePreferences(upd, metadata=md("alice_read"))) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+        assert await _code(v1.UpdatePreferences(upd, metadata=md("alice_write"))) == (
+            grpc.StatusCode.OK
+        )
+        upd_bob = st1.UpdatePreferencesRequest(user_id=bob, risk_profile=st1.MODERATE)
+        assert await _code(v1.UpdatePreferences(upd_bob, metadata=md("alice_write"))) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+        v2_bob = st2.UpdatePreferencesRequest(
+            preferences=st2.UserPreferences(user_id=bob, risk_profile="moderate")
+        )
+        assert await _code(v2.UpdatePreferences(v2_bob, metadata=md("alice_write"))) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+        run_bob = st1.RunAIAnalysisRequest(user_id=bob)
+        assert await _code(v1.RunAIAnalysis(run_bob, metadata=md("alice_write"))) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+        # SaveRegime changes what every user is served: not with a token bound to users.
+        save = mr1.SaveRegimeRequest(regime="bull", confidence=0.5)
+        mr = mr1_grpc.MarketRegimeServiceStub(ch)
+        assert await _code(mr.SaveRegime(save, metadata=md("alice_write"))) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+        assert await _code(mr.SaveRegime(save, metadata=md("alice_read"))) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+
+        # WatchRegime: at most BLOASIS_WATCH_MAX_STREAMS (1 here) at once, v1 server-wide.
+        watch = mr2_grpc.MarketRegimeServiceStub(ch).WatchRegime(
+            mr2.WatchRegimeRequest(), metadata=md("admin")
+        )
+        first = await watch.read()
+        assert first.regime.regime in REGIMES
+        second = mr2_grpc.MarketRegimeServiceStub(ch).WatchRegime(
+            mr2.WatchRegimeRequest(), metadata=md("admin")
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as full:
+            await second.read()
+        assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "BLOASIS_WATCH_MAX_STREAMS" in (full.value.details() or "")
+        watch.cancel()
+    finally:
+        await h.close()

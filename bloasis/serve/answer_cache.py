@@ -12,10 +12,15 @@ coroutine instead of a parse, a store read (Redis per user), an expansion and a 
 - Which calls are cached is the servicer's decision (`answer_tag_<Method>(request)` returns the
   tag its version depends on, or None), what a hit appends per call (served_at, served_from) is
   the method's `hit_tail`.
-- Bounded: at most `max_entries` answers, the oldest dropped first.
+- Bounded: at most `max_entries` answers and `max_bytes` of answer bytes (the server's memory
+  is the bound that matters: a user's strategy answer is ~8-11 KB), the oldest dropped first.
+- Per-user answers are only handed to a caller allowed that user (`Policy.access`, the same
+  check the full path makes), so a hit never bypasses per-principal access.
 - Switch: BLOASIS_ANSWER_CACHE=false turns it off (every call takes the full path);
-  BLOASIS_ANSWER_CACHE_ENTRIES bounds it. Metrics: `bloasis_answer_cache_lookups_total{method,
-  result}` and `bloasis_answer_cache_hit_ratio{method}`, `bloasis_answer_cache_entries`.
+  BLOASIS_ANSWER_CACHE_ENTRIES and BLOASIS_ANSWER_CACHE_MB bound it.
+- Metrics: `bloasis_answer_cache_lookups_total{method,result}`,
+  `bloasis_answer_cache_hit_ratio{method}`, `bloasis_answer_cache_entries`,
+  `bloasis_answer_cache_bytes`.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class Policy:
     version: Callable[[str], Version | None]  # tag -> the current data version (None: don't)
     hit_tail: Callable[[], bytes]  # appended to a cached body
     ttl: float  # seconds; 0: this method is not cached
+    access: Callable[[str], bool] | None = None  # tag -> whether the caller may see it
 
 
 @dataclass(slots=True)
@@ -55,14 +61,26 @@ class _Entry:
     expires: float
 
 
+def _size(key: tuple[str, bytes], entry: _Entry) -> int:
+    # The bytes held, plus a fixed estimate of the entry's objects (dict slot, tuple, entry).
+    return len(key[1]) + len(entry.body) + len(entry.tag) + _OVERHEAD
+
+
+_OVERHEAD: Final = 400
+
+
 def _same(a: Version, b: Version) -> bool:
     return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 class AnswerCache:
-    def __init__(self, *, enabled: bool = True, max_entries: int = 200_000) -> None:
+    def __init__(
+        self, *, enabled: bool = True, max_entries: int = 200_000, max_bytes: int = 512 << 20
+    ) -> None:
         self.enabled = enabled
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._policies: dict[str, Policy] = {}
         self._entries: dict[tuple[str, bytes], _Entry] = {}
         self.hits: dict[str, int] = {}
@@ -79,11 +97,15 @@ class AnswerCache:
         return True
 
     def get(self, method: str, raw: bytes) -> bytes | None:
+        """The cached answer, or None (a miss; also when the caller may not see this tag's
+        answer: the full path then refuses it with its status)."""
         entry = self._entries.get((method, raw))
         policy = self._policies[method]
         if entry is not None and time.monotonic() < entry.expires:
             current = policy.version(entry.tag)
             if current is not None and _same(current, entry.version):
+                if policy.access is not None and not policy.access(entry.tag):
+                    return None
                 self.hits[method] += 1
                 return entry.body + policy.hit_tail()
         self.misses[method] += 1
@@ -95,16 +117,25 @@ class AnswerCache:
     def put(self, method: str, raw: bytes, tag: str, version: Version, body: bytes) -> None:
         entries = self._entries
         key = (method, raw)
-        if key not in entries and len(entries) >= self.max_entries:
-            del entries[next(iter(entries))]  # the oldest (insertion order)
-        entries.pop(key, None)  # re-inserted last: a refreshed entry is the newest
-        entries[key] = _Entry(body, tag, version, time.monotonic() + self._policies[method].ttl)
+        old = entries.pop(key, None)  # re-inserted last: a refreshed entry is the newest
+        if old is not None:
+            self.bytes -= _size(key, old)
+        entry = _Entry(body, tag, version, time.monotonic() + self._policies[method].ttl)
+        size = _size(key, entry)
+        if size > self.max_bytes:
+            return
+        while entries and (len(entries) >= self.max_entries or self.bytes + size > self.max_bytes):
+            oldest = next(iter(entries))  # insertion order
+            self.bytes -= _size(oldest, entries.pop(oldest))
+        entries[key] = entry
+        self.bytes += size
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def close(self) -> None:
         self._entries.clear()
+        self.bytes = 0
         if self in _COLLECTOR.caches:
             _COLLECTOR.caches.remove(self)
 
@@ -127,11 +158,16 @@ class _Collector(Collector):
             labels=["method"],
         )
         entries = GaugeMetricFamily("bloasis_answer_cache_entries", "Answers cached now")
+        held = GaugeMetricFamily(
+            "bloasis_answer_cache_bytes", "Bytes the cached answers hold (estimate)"
+        )
         hits: dict[str, int] = {}
         misses: dict[str, int] = {}
         size = 0
+        nbytes = 0
         for cache in self.caches:
             size += len(cache)
+            nbytes += cache.bytes
             for m, n in cache.hits.items():
                 hits[m] = hits.get(m, 0) + n
             for m, n in cache.misses.items():
@@ -142,9 +178,11 @@ class _Collector(Collector):
             lookups.add_metric([m, "miss"], misses.get(m, 0))
             ratio.add_metric([m], hits[m] / total if total else 0.0)
         entries.add_metric([], size)
+        held.add_metric([], nbytes)
         yield lookups
         yield ratio
         yield entries
+        yield held
 
 
 _COLLECTOR: Final = _Collector()

@@ -414,6 +414,13 @@ def _peer(context: Any) -> str:
         return "?"
 
 
+def user_allowed(user_id: str) -> bool:
+    """Whether the current principal may read `user_id`'s data, without logging or raising:
+    for a cached answer, which the full path then refuses with its status and its log line."""
+    principal = CURRENT_PRINCIPAL.get()
+    return principal is None or principal.may_access(user_id)
+
+
 def check_user_access(user_id: str, *, write: bool = False) -> None:
     """Raise RequestError(PERMISSION_DENIED) unless the current principal may read (`write`:
     change) `user_id`'s data. Allowed: no principal (auth off), admin tokens, and tokens without

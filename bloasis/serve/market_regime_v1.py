@@ -29,6 +29,7 @@ from bloasis.publish.cache import write_current_regime
 from bloasis.publish.events import regime_events
 from bloasis.regime.types import REGIMES, RISK_LEVELS, TRIGGERS, RegimeResult
 from bloasis.serve.answer_cache import Answer, Policy, Version
+from bloasis.serve.auth import current_principal
 from bloasis.serve.market_regime_v2 import MarketRegimeServicer as V2
 from bloasis.serve.market_regime_v2 import parse_history_request
 from bloasis.serve.reads import override_version
@@ -180,6 +181,13 @@ class MarketRegimeServicer:
     async def SaveRegime(
         self, request: mr1.SaveRegimeRequest, context: Any
     ) -> mr1.SaveRegimeResponse:
+        principal = current_principal()
+        if principal is not None and principal.users is not None:
+            raise RequestError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"token {principal.name!r} is bound to users: SaveRegime changes the regime "
+                "every user is served and needs a token that is not",
+            )
         draft = self._override(request, datetime.now(UTC))
         result = await self.reads.store.call(
             lambda: self._save(draft), context, "storing the regime override"

@@ -132,7 +132,9 @@ class RegimeServer:
         self.services: list[tuple[ServiceDescriptor, object]] = []
         self.snapshots: list[Snapshot[Any]] = []
         self.answer_cache = AnswerCache(
-            enabled=settings.answer_cache, max_entries=settings.answer_cache_entries
+            enabled=settings.answer_cache,
+            max_entries=settings.answer_cache_entries,
+            max_bytes=settings.answer_cache_mb << 20,
         )
         self._compose(settings)
         self.health = health.aio.HealthServicer()

@@ -25,6 +25,7 @@ from bloasis.pb.v1 import strategy_pb2 as st1
 from bloasis.pb.v2 import strategy_pb2 as st2
 from bloasis.pipeline import PipelineError
 from bloasis.serve.answer_cache import Answer, Policy
+from bloasis.serve.auth import check_user_access, user_allowed
 from bloasis.serve.reads import Served, StrategyReads
 from bloasis.serve.strategy_v2 import StrategyServicer as V2
 from bloasis.serve.strategy_v2 import check_preferences
@@ -58,6 +59,7 @@ class StrategyServicer:
 
     async def _user(self, user_id: str, context: Any) -> Served:
         require_user_id(user_id)
+        check_user_access(user_id)
         return await self.reads.user(user_id, None, context)
 
     def _picks(self, s: st2.Strategy) -> list[st1.StockPick]:
@@ -104,6 +106,7 @@ class StrategyServicer:
             version=self.reads.user_version,
             hit_tail=lambda: _FROM_CACHE,
             ttl=self.user_cache_seconds,
+            access=user_allowed,
         )
 
     def _strategy_v1(self, s: st2.Strategy, prefs: st1.UserPreferences) -> st1.StrategyResponse:
@@ -138,12 +141,15 @@ class StrategyServicer:
     async def GetPreferences(
         self, request: st1.GetPreferencesRequest, context: Any
     ) -> st1.UserPreferences:
-        return await self._preferences(require_user_id(request.user_id), context)
+        user_id = require_user_id(request.user_id)
+        check_user_access(user_id)
+        return await self._preferences(user_id, context)
 
     async def UpdatePreferences(
         self, request: st1.UpdatePreferencesRequest, context: Any
     ) -> st1.UpdatePreferencesResponse:
         require_user_id(request.user_id)
+        check_user_access(request.user_id, write=True)
         prefs = preferences_from_v1(request)
         check_preferences(prefs)
         try:
@@ -178,6 +184,11 @@ class StrategyServicer:
         self, request: st1.RunAIAnalysisRequest, context: Any
     ) -> st1.RunAIAnalysisResponse:
         user_id = require_user_id(request.user_id)
+        check_user_access(user_id, write=True)
+        # An unknown user is answered at once, not after loading market data.
+        await self.reads.store.call(
+            lambda: self.reads.get_preferences(user_id), context, "reading preferences"
+        )
         remaining = context.time_remaining() if context is not None else None
         timeout = RECOMPUTE_TIMEOUT_S if remaining is None else min(RECOMPUTE_TIMEOUT_S, remaining)
         try:

@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from bloasis.pb.v2 import strategy_pb2
 from bloasis.serve.answer_cache import Answer, Policy
+from bloasis.serve.auth import check_user_access, user_allowed
 from bloasis.serve.reads import Served, StrategyReads
 from bloasis.serve.readthrough import SERVED_FROM_SNAPSHOT
 from bloasis.serve.validation import (
@@ -123,6 +124,7 @@ class StrategyServicer:
     async def serve(self, request: strategy_pb2.GetStrategyRequest, context: Any) -> Served:
         q = parse_strategy_request(request)
         if q.user_id:
+            check_user_access(q.user_id)
             served = await self.reads.user(q.user_id, q.as_of, context)
         else:
             served = await self.reads.profile(q.profile, q.as_of, context)
@@ -143,6 +145,7 @@ class StrategyServicer:
             version=self.reads.user_version,
             hit_tail=lambda: _FROM_SNAPSHOT,
             ttl=self.user_cache_seconds,
+            access=user_allowed,
         )
 
     async def GetStrategy(self, request: strategy_pb2.GetStrategyRequest, context: Any) -> Answer:
@@ -169,6 +172,7 @@ class StrategyServicer:
         self, request: strategy_pb2.GetPreferencesRequest, context: Any
     ) -> strategy_pb2.UserPreferences:
         user_id = require_user_id(request.user_id)
+        check_user_access(user_id)
         stored = await self.reads.store.call(
             lambda: self.reads.get_preferences(user_id), context, "reading preferences"
         )
@@ -178,6 +182,7 @@ class StrategyServicer:
         self, request: strategy_pb2.UpdatePreferencesRequest, context: Any
     ) -> strategy_pb2.UserPreferences:
         prefs = preferences_from_pb(request)
+        check_user_access(prefs.user_id, write=True)
         check_preferences(prefs)
         try:
             stored = await self.reads.store.call(
