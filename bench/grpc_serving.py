@@ -49,8 +49,14 @@ ROOT: Final = Path(__file__).resolve().parents[1]
 METHODS: Final = {
     "regime": "/bloasis.market_regime.v2.MarketRegimeService/GetCurrentRegime",
     "strategy": "/bloasis.strategy.v2.StrategyService/GetStrategy",
+    # The original contract's method (v1), as its generated clients call it.
+    "regime_v1": "/bloasis.market_regime.MarketRegimeService/GetCurrentRegime",
 }
-REDIS_KEYS: Final = {"regime": "bench:grpc:regime", "strategy": "bench:grpc:strategy"}
+REDIS_KEYS: Final = {
+    "regime": "bench:grpc:regime",
+    "strategy": "bench:grpc:strategy",
+    "regime_v1": "bench:grpc:regime_v1",
+}
 # product_2p: the product as `bloasis serve --processes 2` (SO_REUSEPORT), reported beside the
 # entries; the entries compare one process with one process.
 SERVERS: Final = ("product", "floor", "redis", "product_2p")
@@ -75,21 +81,37 @@ SIZES: Final = {
 }
 
 
-def _requests() -> dict[str, bytes]:
+def _request_classes() -> dict[str, Any]:
+    from bloasis.pb.v1 import market_regime_pb2 as mr1
     from bloasis.pb.v2 import market_regime_pb2 as mr_pb
     from bloasis.pb.v2 import strategy_pb2 as st_pb
 
     return {
-        "regime": mr_pb.GetCurrentRegimeRequest().SerializeToString(),
-        "strategy": st_pb.GetStrategyRequest(user_id="test").SerializeToString(),
+        "regime": mr_pb.GetCurrentRegimeRequest,
+        "strategy": st_pb.GetStrategyRequest,
+        "regime_v1": mr1.GetCurrentRegimeRequest,
+    }
+
+
+def _requests() -> dict[str, bytes]:
+    classes = _request_classes()
+    return {
+        "regime": classes["regime"]().SerializeToString(),
+        "strategy": classes["strategy"](user_id="test").SerializeToString(),
+        "regime_v1": classes["regime_v1"]().SerializeToString(),
     }
 
 
 def _response_classes() -> dict[str, Any]:
+    from bloasis.pb.v1 import market_regime_pb2 as mr1
     from bloasis.pb.v2 import market_regime_pb2 as mr_pb
     from bloasis.pb.v2 import strategy_pb2 as st_pb
 
-    return {"regime": mr_pb.GetCurrentRegimeResponse, "strategy": st_pb.StrategyResponse}
+    return {
+        "regime": mr_pb.GetCurrentRegimeResponse,
+        "strategy": st_pb.StrategyResponse,
+        "regime_v1": mr1.GetCurrentRegimeResponse,
+    }
 
 
 def _normalised(method: str, raw: bytes) -> bytes:
@@ -110,13 +132,7 @@ def _normalised(method: str, raw: bytes) -> bytes:
 async def _serve_comparison(kind: str, address: str, payloads: Path, redis_url: str) -> None:
     import grpc
 
-    from bloasis.pb.v2 import market_regime_pb2 as mr_pb
-    from bloasis.pb.v2 import strategy_pb2 as st_pb
-
-    request_classes: dict[str, Any] = {
-        "regime": mr_pb.GetCurrentRegimeRequest,
-        "strategy": st_pb.GetStrategyRequest,
-    }
+    request_classes = _request_classes()
     responses = _response_classes()
     handlers: dict[str, dict[str, Any]] = {}
     client: Any = None
@@ -459,6 +475,13 @@ def run(
             "floor",
             0.8,
             "constant-response grpc.aio server (GetStrategy user test)",
+        ),
+        one(
+            "grpc_regime_v1_vs_floor",
+            "regime_v1",
+            "floor",
+            0.8,
+            "constant-response grpc.aio server (the original v1 GetCurrentRegime)",
         ),
     ]
 

@@ -46,7 +46,12 @@ GROUPS: Final = (
     ),
     Group(
         "bench.grpc_serving",
-        ("grpc_regime_vs_floor", "grpc_regime_vs_redis_per_call", "grpc_strategy_vs_floor"),
+        (
+            "grpc_regime_vs_floor",
+            "grpc_regime_vs_redis_per_call",
+            "grpc_strategy_vs_floor",
+            "grpc_regime_v1_vs_floor",
+        ),
     ),
     Group(
         "bench.grpc_users",

@@ -33,13 +33,17 @@ from bloasis.publish.cache import (
 )
 from bloasis.publish.events import (
     compact_signals_json,
+    signal_fragments,
     strategy_event,
+    symbol_signal_events,
+    user_event_id,
     user_strategy_event,
     user_strategy_json,
 )
 from bloasis.regime.types import RegimeResult
 from bloasis.store import outbox, regimes
 from bloasis.store import strategies as store
+from bloasis.store.outbox import OutboxEvent
 from bloasis.strategy.compact import positions_of
 from bloasis.strategy.engine import ProfileBook, build_profile_book
 from bloasis.strategy.sectors import analyze_sectors
@@ -108,8 +112,9 @@ class TierOutcome:
     books: dict[str, ProfileBook]
     sectors_inserted: bool
     strategies_inserted: int
-    events: int
+    events: int  # one StrategySignalEvent per strategy inserted
     quarantined: list[DataIssue] = field(default_factory=list)
+    signal_events: int = 0  # the per-symbol events of those strategies (original contract)
 
 
 def compute_and_store_tiers(
@@ -137,7 +142,8 @@ def compute_and_store_tiers(
     regime_id = _regime_id(engine, regime)
     now = datetime.now(UTC)
     n_strat = 0
-    events = []
+    events: list[OutboxEvent] = []
+    signal_events: list[OutboxEvent] = []
     with engine.begin() as conn:
         sectors_new = store.insert_sector_analysis(
             conn, analysis, model_version=mv, regime_id=regime_id, run_id=run_id, computed_at=now
@@ -154,15 +160,20 @@ def compute_and_store_tiers(
                 computed_at=now,
             ):
                 n_strat += 1
-                events.append(
-                    strategy_event(
-                        s, run_id=run_id, model_version=mv, computed_at=now, historical=historical
+                event = strategy_event(
+                    s, run_id=run_id, model_version=mv, computed_at=now, historical=historical
+                )
+                events.append(event)
+                signal_events.extend(
+                    symbol_signal_events(
+                        s, parent_id=event.event_id, computed_at=now, historical=historical
                     )
                 )
         n_events = outbox.enqueue(conn, events)
+        n_signals = outbox.enqueue(conn, signal_events)
         if sectors_new or n_strat:
             outbox.notify_results(conn, f"strategy:{as_of.isoformat()}")
-    return TierOutcome(analysis, books, sectors_new, n_strat, n_events, quarantined)
+    return TierOutcome(analysis, books, sectors_new, n_strat, n_events, quarantined, n_signals)
 
 
 def book_rows(book: ProfileBook) -> list[dict[str, Any]]:
@@ -218,7 +229,8 @@ def derive_chunk(
 class UsersOutcome:
     users: int = 0
     written: int = 0
-    events: int = 0
+    events: int = 0  # one StrategySignalEvent per user strategy written
+    signal_events: int = 0  # their per-symbol events (original contract)
     redis: dict[str, str] = field(default_factory=dict)  # user id -> compact proto3 JSON
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -240,23 +252,37 @@ def store_user_chunks(
             got = memo[id(s.signals)] = compact_signals_json(s)
         return got
 
+    fragments: dict[int, list[tuple[str, str]]] = {}  # id(signals tuple) -> per-symbol parts
+
+    def user_event(s: Strategy, r: store.UserStrategyRecord) -> OutboxEvent:
+        return user_strategy_event(
+            s,
+            computed_at=r.computed_at,
+            profile_strategy_id=r.profile_strategy_id,
+            preferences_version=r.preferences_version,
+            signals_json=signals_json(s),
+            historical=historical,
+        )
+
+    def signal_events(s: Strategy, r: store.UserStrategyRecord) -> list[OutboxEvent]:
+        parts = fragments.get(id(s.signals))
+        if parts is None:
+            parts = fragments[id(s.signals)] = signal_fragments(s)
+        return symbol_signal_events(
+            s,
+            parent_id=user_event_id(s, r.preferences_version),
+            computed_at=r.computed_at,
+            historical=historical,
+            fragments=parts,
+        )
+
     with engine.begin() as conn:
         written = store.upsert_user_strategies(conn, [r for _, r in pairs])
         t1 = time.perf_counter()
-        out.events = outbox.copy_enqueue(
-            conn,
-            [
-                user_strategy_event(
-                    s,
-                    computed_at=r.computed_at,
-                    profile_strategy_id=r.profile_strategy_id,
-                    preferences_version=r.preferences_version,
-                    signals_json=signals_json(s),
-                    historical=historical,
-                )
-                for s, r in pairs
-                if r.user_id in written
-            ],
+        mine = [(s, r) for s, r in pairs if r.user_id in written]
+        out.events = outbox.copy_enqueue(conn, [user_event(s, r) for s, r in mine])
+        out.signal_events = outbox.copy_enqueue(
+            conn, [e for s, r in mine for e in signal_events(s, r)]
         )
         out.timings["events_s"] = time.perf_counter() - t1
         if written:

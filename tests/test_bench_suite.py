@@ -23,6 +23,7 @@ REQUIRED = [
     "grpc_regime_vs_floor",
     "grpc_regime_vs_redis_per_call",
     "grpc_strategy_vs_floor",
+    "grpc_regime_v1_vs_floor",
     "grpc_users_uniform",
     "grpc_users_zipf",
     "grpc_users_hot",
@@ -84,6 +85,7 @@ def test_grpc_serving_tiny_compares_equal_responses() -> None:
         "grpc_regime_vs_floor",
         "grpc_regime_vs_redis_per_call",
         "grpc_strategy_vs_floor",
+        "grpc_regime_v1_vs_floor",
     ]
     for e in entries:
         _shape(e)

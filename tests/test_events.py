@@ -37,7 +37,7 @@ def test_entering_crisis_is_critical_alert_and_change() -> None:
     topics = sorted(e.topic for e in evs)
     assert topics == [ALERT_TOPIC, REGIME_TOPIC]
     alert = json.loads(next(e for e in evs if e.topic == ALERT_TOPIC).payload)
-    assert alert["severity"] == "critical" and alert["alert_type"] == "crisis_entered"
+    assert alert["severity"] == "critical" and alert["alert_type"] == "regime_crisis"
     # Staying in crisis raises no new alert.
     assert regime_events(regime(D1, "crisis"), regime(D2, "crisis")) == []
 
@@ -111,7 +111,7 @@ def test_an_original_consumer_reads_regime_and_alert_events() -> None:
     assert change["metadata"]["event_type"] == "regime_change"
     assert change["metadata"]["as_of"] == D2.isoformat()
     alerts = {g["event"]["alert_type"]: g["event"] for g in got[1:]}
-    assert set(alerts) == {"crisis_entered", "circuit_breaker"}
+    assert set(alerts) == {"regime_crisis", "circuit_breaker"}
     crit = alerts["circuit_breaker"]
     assert crit["severity"] == "critical" and crit["priority"] == "EVENT_PRIORITY_CRITICAL"
     assert crit["timestamp"] == "2026-01-02T03:04:05Z" and "fell" in crit["message"]

@@ -253,7 +253,10 @@ def test_broker_down_runs_complete_and_the_relay_delivers_every_event_once(
             "regimes": 2, "sector_analyses": 2, "strategies": 6, "user_strategies": 24,
             "events": 0, "pending": 0,
         }  # fmt: skip
-        queued = sum(o["events_queued"] + 3 + o["user_events_queued"] for o in (first, second))
+        queued = sum(
+            o["events_queued"] + 3 + o["user_events_queued"] + o["signal_events_queued"]
+            for o in (first, second)
+        )
         assert rows["events"] == rows["pending"] == queued  # every event waits in the outbox
         cached = json.loads(r.get(REGIME_CURRENT_KEY) or b"{}")
         assert (cached["as_of"], cached["model_version"]) == ("2020-03-17", mv)
@@ -639,7 +642,7 @@ def test_two_runs_of_one_as_of_at_once_one_does_the_work(
     rows = _rows(clean_db, mv)
     assert rows == {
         "regimes": 1, "sector_analyses": 1, "strategies": 3, "user_strategies": 8,
-        "events": a["events_queued"] + 3 + 8, "pending": 0,
+        "events": a["events_queued"] + 3 + 8 + a["signal_events_queued"], "pending": 0,
     }  # fmt: skip
     with clean_db.connect() as conn:
         spans = conn.execute(
@@ -766,7 +769,9 @@ def test_a_run_killed_mid_way_leaves_nothing_half_published_and_the_next_one_fin
     second = _killed_at("users-uncommitted", day, dict(os.environ))
     after_users = _rows(clean_db, mv)
     assert (after_users["strategies"], after_users["user_strategies"]) == (3, 0)
-    assert after_users["events"] == after_users["pending"] == after_regime["events"] + 3
+    # The tiers' events: one per profile strategy and one per signal of each.
+    tier_events = after_users["events"] - after_regime["events"]
+    assert after_users["events"] == after_users["pending"] and tier_events > 3
     assert _run_statuses(clean_db, mv) == {first: "running", second: "running"}
     assert _redis_values(r) == redis_before  # Redis is switched only at the very end
     assert not any(
@@ -783,7 +788,7 @@ def test_a_run_killed_mid_way_leaves_nothing_half_published_and_the_next_one_fin
     done = _rows(clean_db, mv)
     assert done == {
         "regimes": 1, "sector_analyses": 1, "strategies": 3, "user_strategies": 10,
-        "events": after_users["events"] + 10, "pending": 0,
+        "events": after_users["events"] + 10 + out["signal_events_queued"], "pending": 0,
     }  # fmt: skip
     statuses = _run_statuses(clean_db, mv)
     assert sorted(statuses.values()) == ["completed", "failed", "failed"]

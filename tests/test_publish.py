@@ -90,7 +90,7 @@ async def test_persist_relay_consume_no_duplicates(
         for e in await consume_all(bootstrap, ALERT_TOPIC)
         if e.headers["event_id"].endswith("2031-03-06")
     ]
-    assert [(a["alert_type"], a["severity"]) for a in alerts] == [("crisis_entered", "critical")]
+    assert [(a["alert_type"], a["severity"]) for a in alerts] == [("regime_crisis", "critical")]
 
 
 async def test_relay_with_broker_unreachable_keeps_events(clean_db: Engine) -> None:

@@ -99,6 +99,8 @@ def test_tiers_and_users_stored_once_with_events(
     assert _count(seeded, SignalRow) == sum(len(b.strategy.signals) for b in tier.books.values())
     users = _users(seeded, tier)
     assert (users.users, users.written, users.events) == (300, 300, 300)
+    assert tier.signal_events == sum(len(b.strategy.signals) for b in tier.books.values())
+    assert users.signal_events >= 300  # one per signal of each user (every one has some)
     assert _count(seeded, UserStrategyRow) == 300
 
     # Rerun: nothing new stored, no new events.
@@ -106,7 +108,7 @@ def test_tiers_and_users_stored_once_with_events(
     tier2 = _run_tiers(seeded, md, DAY)
     users2 = _users(seeded, tier2)
     assert (tier2.sectors_inserted, tier2.strategies_inserted, tier2.events) == (False, 0, 0)
-    assert (users2.written, users2.events) == (0, 0)
+    assert (users2.written, users2.events, tier2.signal_events, users2.signal_events) == (0,) * 4
     assert _count(seeded, OutboxRow) == outbox_n
     assert users2.redis == users.redis  # same values, same provenance
 
@@ -127,9 +129,23 @@ def test_tiers_and_users_stored_once_with_events(
     bootstrap = stack_settings.require("kafka_bootstrap_servers")
     stats = asyncio.run(relay_pending(seeded, bootstrap, idempotence=False))
     assert stats.pending == 0
-    got = [e for e in asyncio.run(consume_all(bootstrap, STRATEGY_TOPIC)) if MODEL.version in e.key]
+    every = [
+        e for e in asyncio.run(consume_all(bootstrap, STRATEGY_TOPIC)) if MODEL.version in e.key
+    ]
+    got = [e for e in every if e.headers["event_type"] == "strategy_signal"]
     ids = [e.headers["event_id"] for e in got]
     assert len(ids) == len(set(ids)) == 3 + 300 + 1
+    # Beside them, one event per signal (the original contract's executor), keyed alike.
+    per_symbol = [
+        json.loads(e.value) for e in every if e.headers["event_type"] != "strategy_signal"
+    ]
+    by_parent = {ev["event_id"]: ev for ev in (json.loads(e.value) for e in got)}
+    assert per_symbol and len({ev["event_id"] for ev in per_symbol}) == len(per_symbol)
+    for ev in per_symbol:
+        parent = by_parent[ev["event_id"].rsplit(":", 1)[0]]
+        assert ev["symbol"] in {g["symbol"] for g in parent["signals"]}
+        assert ev["strategy_id"] == parent["strategy_id"]
+    assert len(per_symbol) == sum(len(p["signals"]) for p in by_parent.values())
     sp0 = [json.loads(e.value) for e in got if e.key.startswith("user:sp000:")]
     assert [ev["event_id"].rsplit(":", 1)[1] for ev in sp0] == ["v1", "v2"]
     assert len({e.partition for e in got if e.key.startswith("user:sp000:")}) == 1

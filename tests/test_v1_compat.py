@@ -29,6 +29,7 @@ from bloasis.serve.v1_wire import V1_SECTORS
 from bloasis.store.db import engine_for
 from bloasis.users import random_population, seed_population
 from tests.grpc_harness import Harness
+from tests.kafka_util import consume_all
 
 CLIENT = Path(__file__).parent / "v1_client.py"
 ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
@@ -184,6 +185,62 @@ async def test_every_original_method_answers_with_real_data(
         await ch.close()
     assert (ai2.phase, ai2.signals_published) == ("unchanged", 0)
     assert [g.symbol for g in ai2.signals] == [g["symbol"] for g in strat2["signals"]]
+
+
+async def _original_consumer(lines: list[str]) -> list[dict[str, Any]]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(CLIENT),
+        "--decode",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate("".join(lines).encode()), 120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return [json.loads(x) for x in out.decode().splitlines()]
+
+
+async def test_an_original_consumer_decodes_every_topic(
+    served: tuple[RegimeServer, str, Settings],
+) -> None:
+    """After the v1 session above (SaveRegime, RunAIAnalysis), read the three topics from the
+    real broker and decode every record of this model version with the original messages."""
+    _, user, s = served
+    mv = s.model_version
+    lines = []
+    for topic in ("regime-events", "alert-events", "strategy-events"):
+        for rec in await consume_all(s.require("kafka_bootstrap_servers"), topic):
+            if mv in rec.value:
+                lines.append(json.dumps({"topic": topic, "payload": rec.value}) + "\n")
+    got = await _original_consumer(lines)
+    assert got and all("error" not in g for g in got), [g for g in got if "error" in g][:3]
+    by_topic: dict[str, list[dict[str, Any]]] = {}
+    for g in got:
+        by_topic.setdefault(g["topic"], []).append(g["event"])
+    # The operator's override: a change event with the original keys.
+    overrides = [e for e in by_topic["regime-events"] if "+override" in e["event_id"]]
+    assert overrides and overrides[0]["new_regime"] == "bear"
+    assert ISO.fullmatch(overrides[0]["timestamp"]) and 0 <= overrides[0]["confidence"] <= 1
+    assert overrides[0]["priority"] == "EVENT_PRIORITY_HIGH"
+    # One signal event per symbol for the recomputed user, as the executor consumes them.
+    mine = [
+        e for e in by_topic["strategy-events"] if e["symbol"] and f"user:{user}:" in e["event_id"]
+    ]
+    assert mine, "no per-symbol signal events for the user"
+    for e in mine:
+        assert e["action"] in {"buy", "sell", "hold"} and e["signal_type"] in {
+            "entry",
+            "exit",
+            "hold",
+        }
+        assert ISO.fullmatch(e["timestamp"]) and 0 <= e["confidence"] <= 1
+        assert e["priority"] == "EVENT_PRIORITY_MEDIUM" and e["parameters"]["user_id"] == user
+        if e["action"] == "buy":
+            p = e["parameters"]
+            assert float(p["stop_loss"]) < float(p["entry_price"]) < float(p["take_profit"])
+    # The per-strategy events are still there, and decode too (no symbol: not a trade).
+    assert any(not e["symbol"] for e in by_topic["strategy-events"])
 
 
 # --- per-principal access, on v1 and v2 ---------------------------------------------------

@@ -452,6 +452,8 @@ async def _session(
             "users": users_out.users,
             "user_strategies_written": users_out.written,
             "user_events_queued": users_out.events,
+            # One per signal, as the original executor consumes them (profiles and users).
+            "signal_events_queued": tier.signal_events + users_out.signal_events,
         }
         logger.info(
             "sectors %s; %d profile strategies stored; %d users, %d written, %d events",

@@ -62,7 +62,11 @@ def regime_event_id(kind: str, r: RegimeResult) -> str:
 
 
 def regime_events(
-    previous: RegimeResult | None, current: RegimeResult, *, historical: bool = False
+    previous: RegimeResult | None,
+    current: RegimeResult,
+    *,
+    historical: bool = False,
+    override: bool = False,
 ) -> list[OutboxEvent]:
     """RegimeChangeEvent when the label differs from `previous` (the stored regime of the
     session before, None when it has none), plus alerts: entering crisis (critical), a
@@ -70,12 +74,15 @@ def regime_events(
     volatility spike (warning).
 
     `historical`: the result is about a session older than the newest one (catch-up, a past
-    as-of, a backfill): the change event says so and no alert is raised (alerts are live)."""
+    as-of, a backfill): the change event says so and no alert is raised (alerts are live).
+    `override`: an operator's SaveRegime, published even when the label stays (its confidence,
+    trigger and reasoning are the news), with metadata event_type "regime_override"."""
     out: list[OutboxEvent] = []
     pb = regime_to_pb(current)
     prev_label = previous.regime if previous else ""
-    if prev_label != current.regime:
+    if prev_label != current.regime or override:
         eid = regime_event_id("regime_change", current)
+        kind = "regime_override" if override else "regime_change"
         msg = events_pb2.RegimeChangeEvent(
             event_id=eid,
             event_type="regime_change",
@@ -89,7 +96,7 @@ def regime_events(
             reasoning=current.reasoning,
             priority=_change_priority(current, historical),
             metadata={
-                "event_type": "regime_change",
+                "event_type": kind,
                 "model_version": current.model_version,
                 "as_of": current.as_of.isoformat(),
                 "trigger": current.trigger,
@@ -104,6 +111,8 @@ def regime_events(
     ind = current.indicators
     alerts: list[tuple[str, str, str]] = []
     if current.regime == "crisis" and prev_label != "crisis":
+        # alert_type is the original contract's `regime_crisis` (what its consumers filter on);
+        # the id and the Kafka key keep the name they always had, `crisis_entered`.
         alerts.append(("crisis_entered", "critical", f"Market entered crisis: {current.reasoning}"))
     if current.trigger == "circuit_breaker":
         drop = float(ind.get("daily_return") or 0.0)
@@ -129,7 +138,7 @@ def regime_events(
             event_type="market_alert",
             occurred_at=ts(current.computed_at),
             severity=severity,
-            alert_type=alert_type,
+            alert_type=ALERT_TYPES.get(alert_type, alert_type),
             message=text,
             as_of=current.as_of.isoformat(),
             regime=pb,
@@ -143,6 +152,8 @@ def regime_events(
 
 
 FRESHNESS_ALERT: Final = "freshness_sla_breach"
+# Alert id/key name -> the alert_type published, where the original contract named it.
+ALERT_TYPES: Final = {"crisis_entered": "regime_crisis"}
 
 
 def freshness_alert_event(
@@ -198,6 +209,106 @@ def strategy_event(
         historical=historical,
     )
     return _event(STRATEGY_TOPIC, s.strategy_id, "strategy_signal", eid, to_json(msg))
+
+
+SYMBOL_EVENT: Final = "strategy_signal_symbol"
+_SIGNAL_TYPE: Final = {"buy": "entry", "sell": "exit", "hold": "hold"}
+
+
+def signal_fragments(s: Strategy) -> list[tuple[str, str]]:
+    """(symbol, the JSON members of its per-symbol event that depend on the signal only), for
+    `symbol_signal_events`: users whose derivation came out the same share them."""
+    scores = {p.symbol: p.final_score for p in s.picks}
+    out = []
+    for g in s.signals:
+        tiers = [{"level": str(t.level), "size_pct": str(t.size_pct)} for t in g.profit_tiers]
+        params = {
+            "weight": str(g.weight),
+            "sector": g.sector,
+            "entry_price": str(g.entry_price),
+            "stop_loss": str(g.stop_loss),
+            "take_profit": str(g.profit_tiers[0].level) if g.profit_tiers else "",
+            "trailing_stop_pct": str(g.trailing_stop_pct),
+            "profit_tiers": json.dumps(tiers, separators=(",", ":")),
+        }
+        members = {
+            "signal_type": _SIGNAL_TYPE.get(g.action, g.action),
+            "symbol": g.symbol,
+            "action": g.action,
+            "confidence": round(scores.get(g.symbol, 0.0) / 100.0, 6),
+            "signals": [
+                {
+                    "symbol": g.symbol,
+                    "sector": g.sector,
+                    "action": g.action,
+                    "weight": str(g.weight),
+                    "entry_price": str(g.entry_price),
+                    "stop_loss": str(g.stop_loss),
+                    "profit_tiers": tiers,
+                    "trailing_stop_pct": str(g.trailing_stop_pct),
+                }
+            ],
+        }
+        body = json.dumps(members, sort_keys=True, separators=(",", ":"))[1:-1]
+        params_json = json.dumps(params, sort_keys=True, separators=(",", ":"))[1:-1]
+        out.append((g.symbol, f"{body},PARAMS{params_json}"))
+    return out
+
+
+def symbol_signal_events(
+    s: Strategy,
+    *,
+    parent_id: str,
+    computed_at: datetime,
+    historical: bool = False,
+    fragments: list[tuple[str, str]] | None = None,
+) -> list[OutboxEvent]:
+    """One StrategySignalEvent per signal of `s` (event_type "strategy_signal_symbol"), as the
+    original executor consumes them: the original keys (timestamp, strategy_id, signal_type,
+    symbol, action, confidence, priority, parameters) beside today's fields, `signals` holding
+    that one signal with its levels. Keyed as the strategy's own event (same partition, so in
+    order after it); the id is the strategy event's plus the symbol. Built as text (a run of
+    100,000 users makes about a million of them); `fragments` memoises the per-signal part."""
+    if fragments is None:
+        fragments = signal_fragments(s)
+    priority = "EVENT_PRIORITY_LOW" if historical else "EVENT_PRIORITY_MEDIUM"
+    common = json.dumps(
+        {
+            "event_type": SYMBOL_EVENT,
+            "occurred_at": _rfc3339(computed_at),
+            "timestamp": _rfc3339(computed_at, "seconds"),
+            "strategy_id": s.strategy_id,
+            "as_of": s.as_of.isoformat(),
+            "risk_profile": s.risk_profile,
+            "user_id": s.user_id or "",
+            "regime": s.regime,
+            "risk_level": s.risk_level,
+            "historical": historical,
+            "priority": priority,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )[1:-1]
+    context = json.dumps(
+        {
+            "as_of": s.as_of.isoformat(),
+            "risk_profile": s.risk_profile,
+            "user_id": s.user_id or "",
+            "regime": s.regime,
+            "historical": str(historical).lower(),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )[1:-1]
+    out = []
+    for symbol, fragment in fragments:
+        eid = f"{parent_id}:{symbol}"
+        body, params = fragment.split(",PARAMS", 1)
+        payload = (
+            f'{{"event_id":{json.dumps(eid)},{common},{body},"parameters":{{{params},{context}}}}}'
+        )
+        out.append(_event(STRATEGY_TOPIC, s.strategy_id, SYMBOL_EVENT, eid, payload))
+    return out
 
 
 def _rfc3339(dt: datetime, timespec: str = "microseconds") -> str:
@@ -264,6 +375,10 @@ def user_strategy_json(
     )
 
 
+def user_event_id(s: Strategy, preferences_version: int) -> str:
+    return f"strategy_signal:{s.strategy_id}:v{preferences_version}"
+
+
 def user_strategy_event(
     s: Strategy,
     *,
@@ -276,7 +391,7 @@ def user_strategy_event(
     """A user strategy's compact StrategySignalEvent (weights and actions; levels are the
     profile strategy's). The id carries the preferences version: a recomputation after a
     preferences update is a new event, a rerun is not."""
-    eid = f"strategy_signal:{s.strategy_id}:v{preferences_version}"
+    eid = user_event_id(s, preferences_version)
     payload = _with_signals(
         {
             "event_id": eid,

@@ -14,6 +14,7 @@ SaveRegime, an operator override of the current regime (write scope):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import uuid
@@ -23,6 +24,7 @@ from typing import Any, Final
 import grpc
 
 from bloasis import __version__
+from bloasis.app.steps import relay_now
 from bloasis.config import Settings
 from bloasis.pb.v1 import market_regime_pb2 as mr1
 from bloasis.publish.cache import write_current_regime
@@ -66,6 +68,7 @@ class MarketRegimeServicer:
         self.v2 = v2
         self.reads = v2.reads
         self.settings = settings
+        self._relays: set[asyncio.Task[None]] = set()
 
     # --- GetCurrentRegime --------------------------------------------------------------------
 
@@ -174,7 +177,7 @@ class MarketRegimeServicer:
             runs.finish_run(
                 conn, result.run_id, status="completed", result={"regime": result.regime}
             )
-            outbox.enqueue(conn, regime_events(previous, result))
+            outbox.enqueue(conn, regime_events(previous, result, override=True))
             outbox.notify_results(conn, "regime override")
         return result
 
@@ -207,4 +210,23 @@ class MarketRegimeServicer:
 
             await self.reads.store.redis_call(_write, "writing the regime override")
         self.reads.refresher.poke()
+        if self.settings.kafka_bootstrap_servers:
+            # Published now rather than at the next relay (the outbox-relay flow, every 10 min,
+            # is the safety net when this attempt fails): in the background, the answer does
+            # not wait for the broker.
+            task = asyncio.create_task(self._relay(), name="save-regime-relay")
+            self._relays.add(task)
+            task.add_done_callback(self._relays.discard)
         return mr1.SaveRegimeResponse(success=True, regime=regime_v1(result, "postgres"))
+
+    async def drain(self) -> None:
+        """Wait for the relays started by SaveRegime (the server is stopping)."""
+        if self._relays:
+            await asyncio.wait(set(self._relays))
+
+    async def _relay(self) -> None:
+        try:
+            stats = await asyncio.to_thread(asyncio.run, relay_now(self.settings))
+            log.info("regime override relayed: %d events published", stats.published)
+        except Exception as exc:  # the outbox keeps the events for the next relay
+            log.warning("regime override stays in the outbox: %s", exc)

@@ -397,6 +397,7 @@ class RegimeServer:
             if self._started:
                 await self._stop_grpc(self.grace if grace is None else grace)
             await _bounded(self.refresher.stop(), "the store refresher")  # closes LISTEN
+            await _bounded(self.market_regime_v1.drain(), "SaveRegime's relays")
             for task in self._tasks:
                 await _bounded(task, f"task {task.get_name()}")
             await _bounded(self.store.aclose(), "the async Redis client")

@@ -100,7 +100,14 @@ class MarketAlertEvent(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., severity: _Optional[str] = ..., alert_type: _Optional[str] = ..., message: _Optional[str] = ..., as_of: _Optional[str] = ..., regime: _Optional[_Union[_common_pb2.MarketRegime, _Mapping]] = ..., age_seconds: _Optional[float] = ..., sla_seconds: _Optional[int] = ..., model_version: _Optional[str] = ..., timestamp: _Optional[str] = ..., priority: _Optional[_Union[EventPriority, str]] = ..., indicators: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class StrategySignalEvent(_message.Message):
-    __slots__ = ("event_id", "event_type", "occurred_at", "strategy_id", "as_of", "risk_profile", "user_id", "regime", "risk_level", "signals", "cash_weight", "profile_strategy_id", "historical")
+    __slots__ = ("event_id", "event_type", "occurred_at", "strategy_id", "as_of", "risk_profile", "user_id", "regime", "risk_level", "signals", "cash_weight", "profile_strategy_id", "historical", "timestamp", "signal_type", "symbol", "action", "confidence", "priority", "parameters")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +121,13 @@ class StrategySignalEvent(_message.Message):
     CASH_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     PROFILE_STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
     HISTORICAL_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     event_type: str
     occurred_at: _timestamp_pb2.Timestamp
@@ -127,4 +141,11 @@ class StrategySignalEvent(_message.Message):
     cash_weight: str
     profile_strategy_id: str
     historical: bool
-    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., strategy_id: _Optional[str] = ..., as_of: _Optional[str] = ..., risk_profile: _Optional[str] = ..., user_id: _Optional[str] = ..., regime: _Optional[str] = ..., risk_level: _Optional[str] = ..., signals: _Optional[_Iterable[_Union[_strategy_pb2.Signal, _Mapping]]] = ..., cash_weight: _Optional[str] = ..., profile_strategy_id: _Optional[str] = ..., historical: _Optional[bool] = ...) -> None: ...
+    timestamp: str
+    signal_type: str
+    symbol: str
+    action: str
+    confidence: float
+    priority: EventPriority
+    parameters: _containers.ScalarMap[str, str]
+    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., strategy_id: _Optional[str] = ..., as_of: _Optional[str] = ..., risk_profile: _Optional[str] = ..., user_id: _Optional[str] = ..., regime: _Optional[str] = ..., risk_level: _Optional[str] = ..., signals: _Optional[_Iterable[_Union[_strategy_pb2.Signal, _Mapping]]] = ..., cash_weight: _Optional[str] = ..., profile_strategy_id: _Optional[str] = ..., historical: _Optional[bool] = ..., timestamp: _Optional[str] = ..., signal_type: _Optional[str] = ..., symbol: _Optional[str] = ..., action: _Optional[str] = ..., confidence: _Optional[float] = ..., priority: _Optional[_Union[EventPriority, str]] = ..., parameters: _Optional[_Mapping[str, str]] = ...) -> None: ...
