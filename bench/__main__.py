@@ -5,14 +5,28 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 # Set before grpc is imported (the stack forks servers; see bloasis.cli).
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM (a timeout, `kill`) unwinds like Ctrl-C: the `with` blocks of the benchmarks
+    stop the embedded stack and the servers they started (the default action would leave
+    them running)."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.common import emit, say
+
+    _exit_on_sigterm()
     from bench.suite import REGISTRY, run
 
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)

@@ -338,7 +338,7 @@ def publish_run(
     """Switch every Redis key of the run in one MULTI/EXEC, values as stored. An older as-of
     than what is current only refreshes the current regime key (current stays current)."""
     with engine.connect() as conn:
-        current = regimes.latest_regime(conn, model_version)
+        current = regimes.current_regime(conn, model_version)  # an operator override included
         if current is None:
             return "nothing stored"
         values = {REGIME_CURRENT_KEY: (regime_to_json(current), settings.regime_ttl_seconds)}

@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bloasis.pb.v2 import classification_pb2, common_pb2, strategy_pb2
-from bloasis.regime.types import RegimeResult
+from bloasis.regime.types import OVERRIDE_SUFFIX, RegimeResult
 from bloasis.strategy.types import (
     Pick,
     SectorAnalysis,
@@ -47,7 +47,7 @@ def regime_to_pb(r: RegimeResult) -> common_pb2.MarketRegime:
         computed_at=ts(r.computed_at),
         model_version=r.model_version,
         run_id=str(r.run_id),
-        override=r.model_version.endswith("+override"),
+        override=r.model_version.endswith(OVERRIDE_SUFFIX),
     )
 
 

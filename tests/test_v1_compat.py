@@ -24,6 +24,7 @@ from bloasis.pb.v1 import strategy_pb2 as st1
 from bloasis.pb.v1 import strategy_pb2_grpc as st1_grpc
 from bloasis.pb.v2 import market_regime_pb2 as mr2
 from bloasis.pb.v2 import market_regime_pb2_grpc as mr2_grpc
+from bloasis.publish.cache import REGIME_CURRENT_KEY, make_redis
 from bloasis.serve.server import RegimeServer
 from bloasis.serve.v1_wire import V1_SECTORS
 from bloasis.store.db import engine_for
@@ -72,7 +73,7 @@ async def served(stack_settings: Settings) -> AsyncIterator[tuple[RegimeServer, 
 async def test_every_original_method_answers_with_real_data(
     served: tuple[RegimeServer, str, Settings],
 ) -> None:
-    srv, user, _ = served
+    srv, user, s = served
     got = await _client(srv, user)
     assert {m: r["code"] for m, r in got.items()} == dict.fromkeys(got, "OK"), got
     assert len(got) == 11
@@ -173,6 +174,14 @@ async def test_every_original_method_answers_with_real_data(
     strat2 = again["GetPersonalizedStrategy"]["response"]
     assert strat2["preferences"] == upd["preferences"]
     assert all(s != "Energy" for s in strat2["selectedSectors"])
+    # The users-only runs RunAIAnalysis started switched Redis keys: the current regime there is
+    # the override too (one definition of "current", bloasis.store.regimes.current_regime).
+    r = make_redis(s.require("redis_url"))
+    try:
+        cached = json.loads(r.get(REGIME_CURRENT_KEY) or b"{}")
+    finally:
+        r.close()
+    assert (cached["regime"], cached["model_version"]) == ("bear", s.model_version + "+override")
     # The session wrote the preferences again (a new version) before its RunAIAnalysis; a
     # recompute with nothing new since stores and publishes nothing.
     assert again["RunAIAnalysis"]["response"]["phase"] == "published"
@@ -184,6 +193,26 @@ async def test_every_original_method_answers_with_real_data(
     finally:
         await ch.close()
     assert (ai2.phase, ai2.signals_published) == ("unchanged", 0)
+
+    # v2's latest answer is a shared body plus the user's ids, concatenated (the cache keeps
+    # one body for every user of the same content): it decodes to exactly the whole strategy
+    # the dated read builds in one piece.
+    from bloasis.pb.v2 import strategy_pb2 as st2
+    from bloasis.pb.v2 import strategy_pb2_grpc as st2_grpc
+
+    ch = grpc.aio.insecure_channel(srv.address)
+    try:
+        v2 = st2_grpc.StrategyServiceStub(ch)
+        latest = [await v2.GetStrategy(st2.GetStrategyRequest(user_id=user)) for _ in range(2)]
+        dated = await v2.GetStrategy(
+            st2.GetStrategyRequest(user_id=user, as_of=latest[0].strategy.as_of)
+        )
+    finally:
+        await ch.close()
+    assert latest[1].served_from == "snapshot"  # the second from the answer cache
+    for got in latest:
+        assert got.strategy == dated.strategy and got.regime == dated.regime
+    assert dated.strategy.user_id == user and dated.strategy.strategy_id.startswith(f"user:{user}:")
     assert [g.symbol for g in ai2.signals] == [g["symbol"] for g in strat2["signals"]]
 
 

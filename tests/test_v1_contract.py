@@ -107,3 +107,82 @@ def test_every_method_matches_the_document(
         for m in s.method
     }
     assert got == doc and len(got) == 15
+
+
+# --- what the server serves as v1 (proto/bloasis/pb/v1) --------------------------------------
+
+SERVED = ROOT / "proto"
+SERVED_SERVICES = ("market_regime", "classification", "strategy")
+
+
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, descriptor_pb2.FileDescriptorProto]:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from gen_proto import _include_dirs
+    finally:
+        sys.path.pop(0)
+    out = tmp_path_factory.mktemp("served") / "v1.pb"
+    protos = sorted(str(p.relative_to(SERVED)) for p in (SERVED / "bloasis/pb/v1").glob("*.proto"))
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", *(f"-I{d}" for d in _include_dirs()),
+         f"--descriptor_set_out={out}", "--include_imports", *protos],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
+    return {f.name: f for f in fds.file if f.name.startswith("bloasis/")}
+
+
+def test_the_server_serves_every_original_field_unchanged(
+    served: dict[str, descriptor_pb2.FileDescriptorProto],
+) -> None:
+    """Every original message (but backtesting's, issue 15) is served with each of its fields
+    at the same number with the same name and type; additions only at numbers the original
+    does not use."""
+    doc = {
+        name: fields.strip()
+        for name, fields in re.findall(r"^Message `([\w.]+)`: (.*)$", DOC.read_text(), re.M)
+        if not name.startswith("bloasis.backtesting.")
+    }
+    got = _messages(served)
+    added = 0
+    for name, fields in doc.items():
+        original = fields.split("; ")
+        mine = got[name].split("; ")
+        assert mine[: len(original)] == original, name
+        numbers = {f.split(" ")[0] for f in original}
+        assert not numbers & {f.split(" ")[0] for f in mine[len(original) :]}, name
+        added += len(mine) - len(original)
+    assert added == 7  # user_id; as_of, model_version, override, served_from; reasoning, risk
+
+
+def test_the_server_serves_every_original_method_and_route(
+    served: dict[str, descriptor_pb2.FileDescriptorProto],
+) -> None:
+    from google.api import annotations_pb2
+
+    text = DOC.read_text()
+    doc = set()
+    for service, table in re.findall(r"^Service `([\w.]+)`:\n\n(.*?)\n\n", text, re.M | re.S):
+        if service.startswith("bloasis.backtesting."):
+            continue
+        for row in table.splitlines()[2:]:
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            doc.add((service, *cells[:4]))
+    got = set()
+    for f in served.values():
+        for s in f.service:
+            for m in s.method:
+                rule = m.options.Extensions[annotations_pb2.http]
+                verb = rule.WhichOneof("pattern")
+                route = ""
+                if verb:
+                    route = f"{verb.upper()} {getattr(rule, verb)}"
+                    route += f" body={rule.body}" if rule.body else ""
+                got.add(
+                    (f"{f.package}.{s.name}", m.name, m.input_type.lstrip("."),
+                     m.output_type.lstrip("."), route)
+                )  # fmt: skip
+    assert got == doc and len(got) == 11

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from bloasis.pb.v2 import events_pb2
-from bloasis.regime.types import RegimeResult
+from bloasis.regime.types import OVERRIDE_SUFFIX, RegimeResult
 from bloasis.store.outbox import OutboxEvent
 from bloasis.strategy.types import Strategy
 from bloasis.wire import regime_to_pb, strategy_to_pb, to_json, ts
@@ -55,7 +55,7 @@ def _indicator_strings(r: RegimeResult) -> dict[str, str]:
 
 def regime_event_id(kind: str, r: RegimeResult) -> str:
     base = f"{kind}:{r.model_version}:{r.as_of.isoformat()}"
-    if r.model_version.endswith("+override"):
+    if r.model_version.endswith(OVERRIDE_SUFFIX):
         # An operator may override one session several times: each override is its own event.
         return f"{base}@{r.computed_at.astimezone(UTC):%Y%m%dT%H%M%S.%fZ}"
     return base

@@ -13,6 +13,9 @@ Trigger = Literal["baseline", "manual", "backfill", "circuit_breaker", "vix_spik
 
 REGIMES: Final[tuple[str, ...]] = ("crisis", "bear", "bull", "sideways", "recovery")
 RISK_LEVELS: Final[tuple[str, ...]] = ("low", "medium", "high")
+# An operator's override of the current regime (v1 SaveRegime) is stored under the served
+# model version with this suffix.
+OVERRIDE_SUFFIX: Final = "+override"
 TRIGGERS: Final[tuple[str, ...]] = (
     "baseline",
     "manual",

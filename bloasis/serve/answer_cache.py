@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
@@ -38,11 +38,14 @@ Version = tuple[object, ...]
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """What a cacheable handler returns: `body` may be kept; `tail` is this call's own fields
-    (serialised messages concatenate, a later scalar field wins)."""
+    """What a cacheable handler returns: `shared + body` may be kept; `tail` is this call's
+    own fields (serialised messages concatenate: a later scalar field wins, nested messages
+    merge). `shared` is a body many answers have in common (many users with the same
+    strategy): the cache keeps one copy of it, however many answers use it."""
 
     body: bytes
     tail: bytes = b""
+    shared: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,7 @@ class Policy:
 
 @dataclass(slots=True)
 class _Entry:
+    shared: bytes
     body: bytes
     tag: str
     version: Version
@@ -83,6 +87,8 @@ class AnswerCache:
         self.bytes = 0
         self._policies: dict[str, Policy] = {}
         self._entries: dict[tuple[str, bytes], _Entry] = {}
+        # Shared bodies in use: id -> [the bytes, entries using them] (counted once in `bytes`).
+        self._shared: dict[int, list[Any]] = {}
         self.hits: dict[str, int] = {}
         self.misses: dict[str, int] = {}
         _COLLECTOR.caches.append(self)
@@ -107,34 +113,59 @@ class AnswerCache:
                 if policy.access is not None and not policy.access(entry.tag):
                     return None
                 self.hits[method] += 1
-                return entry.body + policy.hit_tail()
+                return entry.shared + entry.body + policy.hit_tail()
         self.misses[method] += 1
         return None
 
     def version(self, method: str, tag: str) -> Version | None:
         return self._policies[method].version(tag)
 
-    def put(self, method: str, raw: bytes, tag: str, version: Version, body: bytes) -> None:
+    def put(
+        self, method: str, raw: bytes, tag: str, version: Version, body: bytes, shared: bytes = b""
+    ) -> None:
         entries = self._entries
         key = (method, raw)
         old = entries.pop(key, None)  # re-inserted last: a refreshed entry is the newest
         if old is not None:
-            self.bytes -= _size(key, old)
-        entry = _Entry(body, tag, version, time.monotonic() + self._policies[method].ttl)
-        size = _size(key, entry)
-        if size > self.max_bytes:
+            self._drop(key, old)
+        entry = _Entry(shared, body, tag, version, time.monotonic() + self._policies[method].ttl)
+
+        def cost() -> int:  # a shared body costs nothing more while another entry holds it
+            held = bool(shared) and id(shared) in self._shared
+            return _size(key, entry) + (len(shared) if not held else 0)
+
+        if _size(key, entry) + len(shared) > self.max_bytes:
             return
-        while entries and (len(entries) >= self.max_entries or self.bytes + size > self.max_bytes):
+        while entries and (
+            len(entries) >= self.max_entries or self.bytes + cost() > self.max_bytes
+        ):
             oldest = next(iter(entries))  # insertion order
-            self.bytes -= _size(oldest, entries.pop(oldest))
+            self._drop(oldest, entries.pop(oldest))
         entries[key] = entry
-        self.bytes += size
+        self.bytes += _size(key, entry)
+        if shared:
+            held = self._shared.get(id(shared))
+            if held is None:
+                self._shared[id(shared)] = [shared, 1]
+                self.bytes += len(shared)
+            else:
+                held[1] += 1
+
+    def _drop(self, key: tuple[str, bytes], entry: _Entry) -> None:
+        self.bytes -= _size(key, entry)
+        if entry.shared:
+            held = self._shared[id(entry.shared)]
+            held[1] -= 1
+            if not held[1]:
+                del self._shared[id(entry.shared)]
+                self.bytes -= len(entry.shared)
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def close(self) -> None:
         self._entries.clear()
+        self._shared.clear()
         self.bytes = 0
         if self in _COLLECTOR.caches:
             _COLLECTOR.caches.remove(self)

@@ -140,7 +140,7 @@ def _serializer(cls: type[Message]) -> Callable[[Message | bytes | Answer], byte
         if type(m) is bytes:
             return m
         if type(m) is Answer:
-            return m.body + m.tail
+            return m.shared + m.body + m.tail
         return to_bytes(m)
 
     return serialize
@@ -187,8 +187,8 @@ def _cached(
         response = await full(request, context)
         if type(response) is Answer:
             if tag is not None and version is not None:
-                cache.put(method, raw, tag, version, response.body)
-            return response.body + response.tail
+                cache.put(method, raw, tag, version, response.body, response.shared)
+            return response.shared + response.body + response.tail
         return serialize(response)
 
     return handler

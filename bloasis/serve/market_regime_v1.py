@@ -30,15 +30,18 @@ from bloasis.pb.v1 import market_regime_pb2 as mr1
 from bloasis.publish.cache import write_current_regime
 from bloasis.publish.events import regime_events
 from bloasis.regime.types import REGIMES, RISK_LEVELS, TRIGGERS, RegimeResult
-from bloasis.serve.answer_cache import Answer, Policy, Version
+from bloasis.serve.answer_cache import Answer, Policy
 from bloasis.serve.auth import current_principal
 from bloasis.serve.market_regime_v2 import MarketRegimeServicer as V2
-from bloasis.serve.market_regime_v2 import parse_history_request
-from bloasis.serve.reads import override_version
+from bloasis.serve.market_regime_v2 import (
+    current_regime_policy,
+    current_regime_tag,
+    parse_history_request,
+)
 from bloasis.serve.v1_wire import regime_v1
 from bloasis.serve.validation import RequestError, check_user_id, invalid, show
 from bloasis.store import outbox, runs
-from bloasis.store.regimes import latest_regime, save_override
+from bloasis.store.regimes import latest_regime, override_version, save_override
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +76,10 @@ class MarketRegimeServicer:
     # --- GetCurrentRegime --------------------------------------------------------------------
 
     def answer_tag_GetCurrentRegime(self, request: mr1.GetCurrentRegimeRequest) -> str | None:
-        check_user_id(request.user_id)
-        return None if request.force_refresh else ""
+        return current_regime_tag(request.user_id, request.force_refresh)
 
     def answer_policy_GetCurrentRegime(self) -> Policy:
-        return Policy(version=self._version, hit_tail=lambda: b"", ttl=float("inf"))
-
-    def _version(self, _tag: str) -> Version | None:
-        value = self.reads.snapshot.value
-        return None if value is None else (value,)
+        return current_regime_policy(self.reads.snapshot, lambda: b"")
 
     async def GetCurrentRegime(self, request: mr1.GetCurrentRegimeRequest, context: Any) -> Answer:
         check_user_id(request.user_id)

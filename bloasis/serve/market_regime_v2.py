@@ -9,7 +9,7 @@ import binascii
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Final
@@ -22,6 +22,7 @@ from bloasis.pb.v2 import market_regime_pb2 as mr_pb
 from bloasis.regime.types import RegimeResult
 from bloasis.serve.answer_cache import Answer, Policy, Version
 from bloasis.serve.reads import RegimeReads
+from bloasis.serve.snapshot import Snapshot
 from bloasis.serve.validation import RequestError, check_user_id, invalid, parse_date_field, show
 from bloasis.store.regimes import latest_regime, regime_history
 from bloasis.wire import regime_to_pb
@@ -165,6 +166,26 @@ def parse_history_request(
     return HistoryQuery(start_date, end_date, start, end, after, page_size)
 
 
+def current_regime_tag(user_id: str, force_refresh: bool) -> str | None:
+    """GetCurrentRegime's answer-cache tag (v1 and v2): one answer for every user; none for a
+    forced read."""
+    check_user_id(user_id)
+    return None if force_refresh else ""
+
+
+def current_regime_policy(
+    snapshot: Snapshot[RegimeResult], hit_tail: Callable[[], bytes]
+) -> Policy:
+    """The current regime's answers are valid while the snapshot holds the value they were
+    read from (no TTL: every change swaps the value)."""
+
+    def version(_tag: str) -> Version | None:
+        value = snapshot.value
+        return None if value is None else (value,)
+
+    return Policy(version=version, hit_tail=hit_tail, ttl=float("inf"))
+
+
 class WatchLimit:
     """At most `limit` WatchRegime streams at once on this server (0: no limit), v1 and v2
     alike: each open stream holds a subscription and a slot of the event loop's attention."""
@@ -209,15 +230,10 @@ class MarketRegimeServicer:
     # --- GetCurrentRegime --------------------------------------------------------------------
 
     def answer_tag_GetCurrentRegime(self, request: mr_pb.GetCurrentRegimeRequest) -> str | None:
-        check_user_id(request.user_id)
-        return None if request.force_refresh else ""
+        return current_regime_tag(request.user_id, request.force_refresh)
 
     def answer_policy_GetCurrentRegime(self) -> Policy:
-        return Policy(version=self._version, hit_tail=SERVED_AT.field, ttl=float("inf"))
-
-    def _version(self, _tag: str) -> Version | None:
-        value = self.snapshot.value
-        return None if value is None else (value,)
+        return current_regime_policy(self.snapshot, SERVED_AT.field)
 
     async def GetCurrentRegime(
         self, request: mr_pb.GetCurrentRegimeRequest, context: Any

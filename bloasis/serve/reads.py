@@ -18,11 +18,13 @@ Latest reads (empty `as_of`):
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -45,7 +47,7 @@ from bloasis.serve.readthrough import (
 from bloasis.serve.snapshot import Snapshot, StoreRefresher
 from bloasis.serve.store_access import StoreAccess
 from bloasis.serve.validation import RequestError, not_found, show
-from bloasis.store.regimes import latest_override, latest_regime, regime_at
+from bloasis.store.regimes import current_regime, override_version, regime_at
 from bloasis.store.strategies import (
     Stored,
     StoredPreferences,
@@ -62,14 +64,23 @@ from bloasis.wire import regime_to_pb, sector_analysis_to_pb, strategy_to_pb
 
 log = logging.getLogger(__name__)
 
-OVERRIDE_SUFFIX: Final = "+override"
 MEMO_SIZE: Final = 4096
+# Distinct stored user values expanded and kept (users with the same derivation share one).
+USER_BASES: Final = 50_000
+# The fields of a compact user value that make its content (with its signals), beside the
+# user's own ids.
+_CONTENT_FIELDS: Final = (
+    "profile_strategy_id",
+    "as_of",
+    "risk_profile",
+    "cash_weight",
+    "rationale",
+    "run_id",
+    "computed_at",
+    "regime",
+    "risk_level",
+)
 _GEN0: Final = 0
-
-
-def override_version(model_version: str) -> str:
-    """The model version an operator's SaveRegime is stored under, beside the computed one."""
-    return model_version + OVERRIDE_SUFFIX
 
 
 def memo_put(memo: dict[Any, Any], key: Any, value: Any) -> Any:
@@ -102,6 +113,14 @@ def _is_date(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _timestamp(text: str) -> datetime:
+    """An RFC 3339 timestamp as proto3 JSON writes it (`Z`, up to 9 fractional digits)."""
+    head, dot, frac = text.rstrip("Z").partition(".")
+    frac = frac.split("+")[0]
+    value = datetime.fromisoformat(head + (f".{frac[:6]}" if dot else "") + "+00:00")
+    return value
 
 
 def regime_pb(r: RegimeResult | None) -> common_pb2.MarketRegime | None:
@@ -140,11 +159,7 @@ class RegimeReads:
         """Blocking: what is current — the latest computed regime, or an operator override of
         the same or a later session (served until the next computed session)."""
         with self.store.engine.connect() as conn:
-            computed = latest_regime(conn, self.model_version)
-            override = latest_override(conn, self.override_version)
-        if override is not None and (computed is None or override.as_of >= computed.as_of):
-            return override
-        return computed
+            return current_regime(conn, self.model_version)
 
     async def _redis(self, _key: None, _context: Any) -> RegimeResult | None:
         if not self.store.settings.redis_url:
@@ -365,12 +380,57 @@ class Served:
 
 
 @dataclass(frozen=True)
-class _Expanded:
-    """A user's Redis value expanded with the snapshot entry it names (identity-checked)."""
+class UserServed:
+    """A user's latest strategy in two parts: `base`, the expanded strategy without the user's
+    ids — read-only and shared by every user whose stored value has the same content (users
+    with the same derivation: `key`) — and the ids. Answers are built the same way (a shared
+    body and a small per-user tail: serialised messages concatenate and nested ones merge), so
+    100,000 users' answers fit in memory."""
 
-    parsed: tuple[UserStrategyRecord, str]
+    base: strategy_pb2.Strategy
+    strategy_id: str
+    user_id: str
+    regime: common_pb2.MarketRegime | None
+    served_from: str
+    key: tuple[object, ...] | None  # None: not shared (read from PostgreSQL)
+
+    def full(self) -> strategy_pb2.Strategy:
+        """A fresh, whole copy the caller may edit."""
+        pb = strategy_pb2.Strategy()
+        pb.CopyFrom(self.base)
+        pb.strategy_id, pb.user_id = self.strategy_id, self.user_id
+        return pb
+
+
+class SharedBodies:
+    """Serialised bodies built from a `UserServed.base` (and its regime), kept while that base
+    is the one served: every user with the same content shares the bytes. Bounded: the oldest
+    dropped first."""
+
+    def __init__(self, build: Callable[[UserServed], bytes], size: int = USER_BASES) -> None:
+        self.build = build
+        self.size = size
+        self._memo: dict[int, tuple[strategy_pb2.Strategy, object, bytes]] = {}
+
+    def get(self, u: UserServed) -> bytes:
+        if u.key is None:
+            return self.build(u)  # read from PostgreSQL: nobody shares it
+        got = self._memo.get(id(u.base))
+        if got is not None and got[0] is u.base and got[1] is u.regime:
+            return got[2]
+        body = self.build(u)
+        if len(self._memo) >= self.size:
+            del self._memo[next(iter(self._memo))]
+        self._memo[id(u.base)] = (u.base, u.regime, body)
+        return body
+
+
+@dataclass(frozen=True)
+class _Base:
+    """An expansion of a user value's content with the snapshot entry it names."""
+
     entry: ProfileStrategy
-    strategy: strategy_pb2.Strategy
+    base: strategy_pb2.Strategy
     regime: common_pb2.MarketRegime | None
 
 
@@ -406,18 +466,17 @@ class StrategyReads:
             ],
             refresher=refresher,
         )
-        self.user_rt: ReadThrough[str, Served] = ReadThrough(
+        self.user_rt: ReadThrough[str, UserServed] = ReadThrough(
             "user_strategy",
             [
                 FnLayer(SERVED_FROM_REDIS, self._user_redis),
                 FnLayer(SERVED_FROM_POSTGRES, self._user_postgres),
             ],
         )
-        # Hot-path memos of the user read (Redis is still read on every call, so a changed value
-        # is served at once): the parse of a user's Redis value, keyed by its bytes, and the
-        # expansion of a parsed value with a given snapshot entry. Bounded: cleared when full.
-        self._parsed: dict[tuple[str, bytes], tuple[UserStrategyRecord, str] | None] = {}
-        self._expanded: dict[int, _Expanded] = {}
+        # The user read's memo (Redis is still read on every call, so a changed value is served
+        # at once): the expansion of a stored value's content (everything but the user's ids)
+        # with the snapshot entry it names. Bounded: the oldest dropped first.
+        self._bases: dict[tuple[object, ...], _Base] = {}
         # Per user, bumped by every write here (preferences, a recompute): answers cached for
         # a user are only valid at the generation they were read at (`user_version`).
         self._user_gen: dict[str, int] = {}
@@ -547,47 +606,53 @@ class StrategyReads:
 
     # --- user strategies ---------------------------------------------------------------------
 
-    def _read_redis_user(
-        self, raw: bytes | None, user_id: str
-    ) -> tuple[UserStrategyRecord, str] | None:
-        """The compact `user:{id}:strategy` value as (record, strategy id); malformed: a miss."""
-        if raw is None:
+    def _content(
+        self, raw: bytes, user_id: str
+    ) -> tuple[tuple[object, ...], dict[str, Any]] | None:
+        """The compact `user:{id}:strategy` value's content key and fields; None (a miss) when
+        it is unreadable or not this user's value of this model version."""
+        try:
+            d = json.loads(raw)
+        except ValueError as exc:
+            log.warning("ignoring unparseable Redis value for %s: %s", user_key(user_id), exc)
             return None
-        if (user_id, raw) in self._parsed:  # this user's key holds the same value as before
-            return self._parsed[(user_id, raw)]
-        parsed = self._parse_redis_user(raw, user_key(user_id), user_id)
-        return memo_put(self._parsed, (user_id, raw), parsed)
+        if (
+            not isinstance(d, dict)
+            or d.get("model_version") != self.model_version
+            or d.get("user_id") != user_id
+            or not isinstance(d.get("signals"), list)
+        ):
+            return None
+        key = (
+            *(str(d.get(k, "")) for k in _CONTENT_FIELDS),
+            json.dumps(d["signals"], sort_keys=True, separators=(",", ":")),
+        )
+        return key, d
 
-    def _parse_redis_user(
-        self, raw: bytes, key: str, user_id: str
-    ) -> tuple[UserStrategyRecord, str] | None:
-        pb = parse_json(raw, strategy_pb2.Strategy(), key)
-        if pb is None or pb.model_version != self.model_version or pb.user_id != user_id:
-            return None
+    def _record(self, d: dict[str, Any], user_id: str) -> UserStrategyRecord:
         # The compact form has no picks: signals are in the user's rank order (as `positions_of`
         # stores them), whereas the book's ranks are the profile's.
         positions: list[dict[str, Any]] = [
             {
-                "symbol": g.symbol,
-                "sector": g.sector,
-                "action": g.action,
-                "weight": g.weight,
+                "symbol": g["symbol"],
+                "sector": g.get("sector", ""),
+                "action": g["action"],
+                "weight": g["weight"],
                 "rank": rank,
             }
-            for rank, g in enumerate(pb.signals, start=1)
+            for rank, g in enumerate(d["signals"], start=1)
         ]
-        rec = UserStrategyRecord(
+        return UserStrategyRecord(
             user_id=user_id,
-            as_of=date.fromisoformat(pb.as_of),
-            model_version=pb.model_version,
-            profile_strategy_id=pb.profile_strategy_id,
+            as_of=date.fromisoformat(d["as_of"]),
+            model_version=d["model_version"],
+            profile_strategy_id=d["profile_strategy_id"],
             preferences_version=0,  # not in the cached form; unused when serving
-            run_id=uuid.UUID(pb.run_id),
+            run_id=uuid.UUID(d["run_id"]),
             positions=positions,
-            cash_weight=Decimal(pb.cash_weight),
-            computed_at=pb.computed_at.ToDatetime(tzinfo=UTC),
+            cash_weight=Decimal(d["cash_weight"]),
+            computed_at=_timestamp(d["computed_at"]),
         )
-        return rec, pb.strategy_id
 
     def _load_user(
         self, user_id: str, as_of: date | None, latest: LatestStrategies | None
@@ -651,52 +716,63 @@ class StrategyReads:
             profile_strategy_id=rec.profile_strategy_id,
         )
 
-    async def _user_redis(self, user_id: str, _context: Any) -> Served | None:
+    async def _user_redis(self, user_id: str, _context: Any) -> UserServed | None:
         latest = self.snapshot.value
         if latest is None or not self.store.settings.redis_url:
             return None  # without the snapshot's books a compact value cannot be expanded
         raw = await self.store.redis_get(
             user_key(user_id), f"reading the strategy of user {user_id!r}"
         )
-        cached = self._read_redis_user(raw, user_id)
+        content = self._content(raw, user_id) if raw else None
+        if content is None:
+            return None
+        key, d = content
+        strategy_id = str(d.get("strategy_id", ""))
+        memo = self._bases.get(key)
         # Only with the book of the very profile strategy it names: the snapshot's is the
         # latest, so an older cached value falls through to PostgreSQL.
-        entry = by_strategy_id(latest, cached[0].profile_strategy_id) if cached else None
-        if cached is None or entry is None:
-            return None
-        memo = self._expanded.get(id(cached))
-        if memo is not None and memo.parsed is cached and memo.entry is entry:
-            pb = strategy_pb2.Strategy()  # the caller may edit its copy
-            pb.CopyFrom(memo.strategy)
-            return Served(pb, memo.regime, "")
+        if memo is not None and memo.entry is by_strategy_id(
+            latest, memo.entry.strategy.strategy_id
+        ):
+            return UserServed(memo.base, strategy_id, user_id, memo.regime, "", key)
         try:
-            pb = self._expand(cached[0], entry, cached[1])
+            rec = self._record(d, user_id)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("ignoring an unreadable Redis value for %s: %r", user_key(user_id), exc)
+            return None
+        entry = by_strategy_id(latest, rec.profile_strategy_id)
+        if entry is None:
+            return None
+        try:
+            pb = self._expand(rec, entry, "")
         except RequestError as exc:
             log.warning("ignoring the cached strategy of user %r: %s", user_id, exc.details)
             return None
-        shared = strategy_pb2.Strategy()
-        shared.CopyFrom(pb)
-        r = regime_pb(entry.regime)
-        memo_put(self._expanded, id(cached), _Expanded(cached, entry, shared, r))
-        return Served(pb, r, "")
+        pb.ClearField("user_id")
+        base = _Base(entry, pb, regime_pb(entry.regime))
+        bases = self._bases
+        if len(bases) >= USER_BASES:
+            del bases[next(iter(bases))]
+        bases[key] = base
+        return UserServed(pb, strategy_id, user_id, base.regime, "", key)
 
-    async def _user_postgres(self, user_id: str, context: Any) -> Served | None:
+    async def _user_postgres(self, user_id: str, context: Any) -> UserServed | None:
         return await self._user_at(user_id, None, context)
 
-    async def _user_at(self, user_id: str, as_of: date | None, context: Any) -> Served:
+    async def _user_at(self, user_id: str, as_of: date | None, context: Any) -> UserServed:
         latest = self.snapshot.value
         rec, profile = await self.store.call(
             lambda: self._load_user(user_id, as_of, latest),
             context,
             f"reading the strategy of user {user_id!r}",
         )
-        pb = self._expand(rec, profile, user_strategy_id(rec))
-        return Served(pb, regime_pb(profile.regime), "")
+        pb = self._expand(rec, profile, "")
+        pb.ClearField("user_id")
+        sid = user_strategy_id(rec)
+        return UserServed(pb, sid, user_id, regime_pb(profile.regime), SERVED_FROM_POSTGRES, None)
 
-    async def user(self, user_id: str, as_of: date | None, context: Any) -> Served:
-        if as_of is not None:
-            got = await self._user_at(user_id, as_of, context)
-            return Served(got.strategy, got.regime, SERVED_FROM_POSTGRES)
+    async def user_parts(self, user_id: str, context: Any) -> UserServed:
+        """A user's latest strategy (Redis, then PostgreSQL), in parts (`UserServed`)."""
         try:
             found, source = await self.user_rt.get(user_id, context)
         except RequestError as exc:
@@ -704,7 +780,16 @@ class StrategyReads:
                 metrics.cache_lookup("user_strategy", SERVED_FROM_POSTGRES, False)
             raise
         assert found is not None  # the PostgreSQL layer raises NOT_FOUND instead of None
-        return Served(found.strategy, found.regime, source)
+        return dataclasses.replace(found, served_from=source)
+
+    async def user(self, user_id: str, as_of: date | None, context: Any) -> Served:
+        """A user's strategy (latest when `as_of` is None), whole, a copy the caller may edit."""
+        got = await (
+            self._user_at(user_id, as_of, context)
+            if as_of is not None
+            else self.user_parts(user_id, context)
+        )
+        return Served(got.full(), got.regime, got.served_from)
 
 
 __all__: Sequence[str] = (

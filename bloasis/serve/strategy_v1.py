@@ -25,10 +25,10 @@ from bloasis.pb.v1 import strategy_pb2 as st1
 from bloasis.pb.v2 import strategy_pb2 as st2
 from bloasis.pipeline import PipelineError
 from bloasis.serve.answer_cache import Answer, Policy
-from bloasis.serve.auth import check_user_access, user_allowed
-from bloasis.serve.reads import Served, StrategyReads
+from bloasis.serve.auth import check_user_access
+from bloasis.serve.reads import Served, SharedBodies, StrategyReads, UserServed
 from bloasis.serve.strategy_v2 import StrategyServicer as V2
-from bloasis.serve.strategy_v2 import check_preferences
+from bloasis.serve.strategy_v2 import check_preferences, user_answer_policy, user_tag
 from bloasis.serve.v1_wire import (
     iso_of,
     pick_v1,
@@ -38,7 +38,7 @@ from bloasis.serve.v1_wire import (
     signal_v1,
     v1_sector,
 )
-from bloasis.serve.validation import RequestError, check_user_id, invalid, require_user_id
+from bloasis.serve.validation import RequestError, invalid, require_user_id
 from bloasis.store.regimes import latest_regime
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class StrategyServicer:
         self.settings = settings
         self.user_cache_seconds = user_cache_seconds
         self._recompute = asyncio.Semaphore(1)
+        self._shared = SharedBodies(self._shared_response)
 
     async def _user(self, user_id: str, context: Any) -> Served:
         require_user_id(user_id)
@@ -96,20 +97,14 @@ class StrategyServicer:
     # --- GetPersonalizedStrategy -------------------------------------------------------------
 
     def answer_tag_GetPersonalizedStrategy(self, request: st1.StrategyRequest) -> str | None:
-        if not request.user_id:
-            return None
-        check_user_id(request.user_id)
-        return request.user_id
+        return user_tag(request.user_id)
 
     def answer_policy_GetPersonalizedStrategy(self) -> Policy:
-        return Policy(
-            version=self.reads.user_version,
-            hit_tail=lambda: _FROM_CACHE,
-            ttl=self.user_cache_seconds,
-            access=user_allowed,
-        )
+        return user_answer_policy(self.reads, self.user_cache_seconds, _FROM_CACHE)
 
-    def _strategy_v1(self, s: st2.Strategy, prefs: st1.UserPreferences) -> st1.StrategyResponse:
+    def _strategy_v1(
+        self, s: st2.Strategy, prefs: st1.UserPreferences | None
+    ) -> st1.StrategyResponse:
         picks = self._picks(s)
         by_symbol = {p.symbol: p for p in s.picks}
         sectors: list[str] = []
@@ -126,15 +121,23 @@ class StrategyServicer:
             selected_sectors=sectors,
             top_themes=themes[:5],
             stock_picks=picks,
-            preferences=prefs,
+            preferences=prefs,  # None: left unset
             cached_at=iso_of(s.computed_at),
             signals=[signal_v1(g, by_symbol.get(g.symbol)) for g in s.signals],
         )
 
+    def _shared_response(self, u: UserServed) -> bytes:
+        """Everything of the answer but the user's id and preferences (shared by every user
+        with the same stored content)."""
+        return self._strategy_v1(u.base, None).SerializeToString()
+
     async def GetPersonalizedStrategy(self, request: st1.StrategyRequest, context: Any) -> Answer:
-        served = await self._user(request.user_id, context)
+        require_user_id(request.user_id)
+        check_user_access(request.user_id)
+        u = await self.reads.user_parts(request.user_id, context)
         prefs = await self._preferences(request.user_id, context)
-        return Answer(self._strategy_v1(served.strategy, prefs).SerializeToString())
+        own = st1.StrategyResponse(user_id=u.user_id, preferences=prefs)
+        return Answer(own.SerializeToString(), shared=self._shared.get(u))
 
     # --- preferences -------------------------------------------------------------------------
 

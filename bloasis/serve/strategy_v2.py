@@ -12,7 +12,7 @@ from typing import Any, Final
 from bloasis.pb.v2 import strategy_pb2
 from bloasis.serve.answer_cache import Answer, Policy
 from bloasis.serve.auth import check_user_access, user_allowed
-from bloasis.serve.reads import Served, StrategyReads
+from bloasis.serve.reads import Served, SharedBodies, StrategyReads, UserServed
 from bloasis.serve.readthrough import SERVED_FROM_SNAPSHOT
 from bloasis.serve.validation import (
     MAX_SECTORS,
@@ -114,12 +114,33 @@ def keep_symbols(pb: strategy_pb2.Strategy, symbols: frozenset[str]) -> None:
     pb.signals.extend(signals)
 
 
+def user_answer_policy(reads: StrategyReads, ttl: float, hit_tail: bytes) -> Policy:
+    """A user's latest strategy answer (v1 and v2): valid while `reads.user_version` is, for
+    at most `ttl` seconds, handed only to callers allowed that user."""
+    return Policy(
+        version=reads.user_version, hit_tail=lambda: hit_tail, ttl=ttl, access=user_allowed
+    )
+
+
+def user_tag(user_id: str) -> str | None:
+    """The answer-cache tag of a request for `user_id`'s latest strategy (None: no user)."""
+    if not user_id:
+        return None
+    check_user_id(user_id)
+    return user_id
+
+
+def _shared_response(u: UserServed) -> bytes:
+    return strategy_pb2.StrategyResponse(strategy=u.base, regime=u.regime).SerializeToString()
+
+
 class StrategyServicer:
     def __init__(self, reads: StrategyReads, *, user_cache_seconds: float) -> None:
         self.reads = reads
         self.model_version = reads.model_version
         self.snapshot = reads.snapshot
         self.user_cache_seconds = user_cache_seconds
+        self._shared = SharedBodies(_shared_response)
 
     async def serve(self, request: strategy_pb2.GetStrategyRequest, context: Any) -> Served:
         q = parse_strategy_request(request)
@@ -135,18 +156,12 @@ class StrategyServicer:
 
     def answer_tag_GetStrategy(self, request: strategy_pb2.GetStrategyRequest) -> str | None:
         """A user's latest strategy, unfiltered, is cached per user; anything else is not."""
-        if not request.user_id or request.risk_profile or request.as_of or request.symbols:
+        if request.risk_profile or request.as_of or request.symbols:
             return None
-        check_user_id(request.user_id)
-        return request.user_id
+        return user_tag(request.user_id)
 
     def answer_policy_GetStrategy(self) -> Policy:
-        return Policy(
-            version=self.reads.user_version,
-            hit_tail=lambda: _FROM_SNAPSHOT,
-            ttl=self.user_cache_seconds,
-            access=user_allowed,
-        )
+        return user_answer_policy(self.reads, self.user_cache_seconds, _FROM_SNAPSHOT)
 
     async def GetStrategy(self, request: strategy_pb2.GetStrategyRequest, context: Any) -> Answer:
         s = await self.serve(request, context)

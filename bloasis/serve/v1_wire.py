@@ -24,8 +24,7 @@ from typing import Any, Final
 from bloasis.pb.v1 import market_regime_pb2 as mr1
 from bloasis.pb.v1 import strategy_pb2 as st1
 from bloasis.pb.v2 import strategy_pb2 as st2
-from bloasis.regime.types import RegimeResult
-from bloasis.serve.reads import OVERRIDE_SUFFIX
+from bloasis.regime.types import OVERRIDE_SUFFIX, RegimeResult
 from bloasis.serve.validation import invalid, show
 from bloasis.strategy.types import GICS_SECTORS, UserPreferences
 

@@ -9,7 +9,7 @@ from typing import cast
 from sqlalchemy import Connection, Row, Table, select
 from sqlalchemy.dialects.postgresql import insert
 
-from bloasis.regime.types import RegimeResult
+from bloasis.regime.types import OVERRIDE_SUFFIX, RegimeResult
 from bloasis.store.models import RegimeRow
 
 _T = cast(Table, RegimeRow.__table__)
@@ -106,9 +106,20 @@ def regime_id_at(conn: Connection, model_version: str, as_of: date) -> int | Non
     ).scalar()
 
 
-def latest_override(conn: Connection, override_version: str) -> RegimeResult | None:
-    """The latest operator override (SaveRegime), stored under its own model version."""
-    return latest_regime(conn, override_version)
+def override_version(model_version: str) -> str:
+    """The model version an operator's SaveRegime is stored under, beside the computed one."""
+    return model_version + OVERRIDE_SUFFIX
+
+
+def current_regime(conn: Connection, model_version: str) -> RegimeResult | None:
+    """What is current for a model version: its latest computed regime, or an operator
+    override (SaveRegime) of the same or a later session — served until the pipeline computes
+    a later session. The one definition the server and the Redis switch share."""
+    computed = latest_regime(conn, model_version)
+    override = latest_regime(conn, override_version(model_version))
+    if override is not None and (computed is None or override.as_of >= computed.as_of):
+        return override
+    return computed
 
 
 def save_override(conn: Connection, result: RegimeResult) -> None:

@@ -1,0 +1,123 @@
+"""The answer cache (bloasis.serve.answer_cache) as pure logic: versions compared by identity,
+TTLs, the bounds in entries and bytes (a shared body counted once), per-caller access, the off
+switch; hypothesis checks the byte accounting against a recount after any sequence of puts."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bloasis.serve.answer_cache import _OVERHEAD, AnswerCache, Policy
+
+
+class Data:
+    """A stand-in for a snapshot: `value` swapped (never mutated) when data changes."""
+
+    def __init__(self) -> None:
+        self.value: object = object()
+
+
+def _cache(**kw: object) -> tuple[AnswerCache, Data, list[str]]:
+    data = Data()
+    refused: list[str] = []
+    cache = AnswerCache(**kw)  # type: ignore[arg-type]
+    cache.register(
+        "m",
+        Policy(
+            version=lambda tag: (data.value,),
+            hit_tail=lambda: b"|hit",
+            ttl=60.0,
+            access=lambda tag: tag not in refused,
+        ),
+    )
+    return cache, data, refused
+
+
+def test_hit_until_the_data_changes() -> None:
+    cache, data, _ = _cache()
+    assert cache.get("m", b"req") is None
+    cache.put("m", b"req", "u1", cache.version("m", "u1") or (), b"body", b"shared:")
+    assert cache.get("m", b"req") == b"shared:body|hit"
+    data.value = object()  # a new run: every answer is stale at once
+    assert cache.get("m", b"req") is None
+    assert (cache.hits["m"], cache.misses["m"]) == (1, 2)
+
+
+def test_equal_but_not_identical_versions_are_a_miss() -> None:
+    cache, data, _ = _cache()
+    data.value = [1]
+    cache.put("m", b"r", "u", cache.version("m", "u") or (), b"b")
+    data.value = [1]  # equal content, another object: another snapshot value
+    assert cache.get("m", b"r") is None
+
+
+def test_ttl_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache, _, _ = _cache()
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    cache.put("m", b"r", "u", cache.version("m", "u") or (), b"b")
+    now[0] += 59.9
+    assert cache.get("m", b"r") == b"b|hit"
+    now[0] += 0.2
+    assert cache.get("m", b"r") is None
+
+
+def test_a_caller_refused_the_tag_gets_a_miss() -> None:
+    cache, _, refused = _cache()
+    cache.put("m", b"r", "bob", cache.version("m", "bob") or (), b"b")
+    refused.append("bob")
+    assert cache.get("m", b"r") is None  # the full path then refuses it, with its status
+    refused.clear()
+    assert cache.get("m", b"r") == b"b|hit"
+
+
+def test_off_switch_and_zero_ttl_register_nothing() -> None:
+    off = AnswerCache(enabled=False)
+    policy = Policy(version=lambda tag: (), hit_tail=lambda: b"", ttl=60.0)
+    assert off.register("m", policy) is False
+    on = AnswerCache()
+    assert on.register("m", Policy(version=lambda tag: (), hit_tail=lambda: b"", ttl=0)) is False
+
+
+def test_bounded_by_entries_oldest_first() -> None:
+    cache, _, _ = _cache(max_entries=2)
+    for i in range(3):
+        cache.put("m", f"r{i}".encode(), "u", cache.version("m", "u") or (), b"b")
+    assert len(cache) == 2
+    assert cache.get("m", b"r0") is None and cache.get("m", b"r2") == b"b|hit"
+
+
+def test_a_shared_body_is_counted_once() -> None:
+    shared = b"x" * 10_000
+    cache, _, _ = _cache()
+    for i in range(100):
+        cache.put("m", f"r{i}".encode(), f"u{i}", cache.version("m", f"u{i}") or (), b"id", shared)
+    per_entry = len(b"r00") + len(b"id") + len("u00") + _OVERHEAD
+    assert cache.bytes <= len(shared) + 100 * per_entry
+    assert cache.get("m", b"r42") == shared + b"id|hit"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.integers(0, 30), st.integers(0, 3), st.integers(0, 3000)), max_size=120
+    ),
+    budget=st.integers(2_000, 40_000),
+)
+def test_byte_accounting_matches_a_recount(ops: list[tuple[int, int, int]], budget: int) -> None:
+    """Whatever the puts (replacements, evictions, shared bodies), `bytes` equals a recount of
+    what is held and stays within the budget."""
+    cache, _, _ = _cache(max_entries=20, max_bytes=budget)
+    bodies = [b"", b"s" * 500, b"t" * 5_000, b"u" * 50]
+    for req, shared_i, n in ops:
+        tag = f"u{req}"
+        cache.put("m", f"r{req}".encode(), tag, cache.version("m", tag) or (), b"b" * n,
+                  bodies[shared_i])  # fmt: skip
+        held = cache._entries
+        distinct = {id(e.shared): len(e.shared) for e in held.values() if e.shared}
+        recount = sum(len(k[1]) + len(e.body) + len(e.tag) + _OVERHEAD for k, e in held.items())
+        assert cache.bytes == recount + sum(distinct.values())
+        assert cache.bytes <= budget and len(held) <= 20
