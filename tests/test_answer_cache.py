@@ -4,6 +4,7 @@ switch; hypothesis checks the byte accounting against a recount after any sequen
 
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
@@ -121,3 +122,18 @@ def test_byte_accounting_matches_a_recount(ops: list[tuple[int, int, int]], budg
         recount = sum(len(k[1]) + len(e.body) + len(e.tag) + _OVERHEAD for k, e in held.items())
         assert cache.bytes == recount + sum(distinct.values())
         assert cache.bytes <= budget and len(held) <= 20
+
+
+def test_long_bodies_are_kept_compressed_and_served_whole() -> None:
+    cache, _, _ = _cache()
+    body = b"".join(f"pick {i} momentum leaders rationale; ".encode() for i in range(400))
+    cache.put("m", b"r", "u", cache.version("m", "u") or (), body)
+    held = cache._entries[("m", b"r")]
+    assert held.packed and len(held.body) < len(body) / 3
+    assert cache.bytes < len(body) / 3 + _OVERHEAD + 10
+    assert cache.get("m", b"r") == body + b"|hit"
+    # Incompressible bytes are kept as they are.
+    rnd = random.Random(7)
+    noise = bytes(rnd.getrandbits(8) for _ in range(4096))
+    cache.put("m", b"n", "u", cache.version("m", "u") or (), noise)
+    assert not cache._entries[("m", b"n")].packed and cache.get("m", b"n") == noise + b"|hit"

@@ -74,6 +74,22 @@ async def test_every_original_method_answers_with_real_data(
     served: tuple[RegimeServer, str, Settings],
 ) -> None:
     srv, user, s = served
+    # Health names both versions' services.
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    v1_services = [f"bloasis.{x}" for x in ("market_regime.MarketRegimeService",
+                   "classification.ClassificationService", "strategy.StrategyService")]  # fmt: skip
+    assert set(v1_services) <= set(srv.service_names)
+    ch = grpc.aio.insecure_channel(srv.address)
+    try:
+        for name in (*v1_services, *(n for n in srv.service_names if ".v2." in n)):
+            resp = await health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=name), timeout=5
+            )
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING, name
+    finally:
+        await ch.close()
+    assert len(srv.service_names) == 6
     got = await _client(srv, user)
     assert {m: r["code"] for m, r in got.items()} == dict.fromkeys(got, "OK"), got
     assert len(got) == 11

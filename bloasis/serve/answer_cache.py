@@ -26,6 +26,7 @@ coroutine instead of a parse, a store read (Redis per user), an expansion and a 
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -59,10 +60,17 @@ class Policy:
 @dataclass(slots=True)
 class _Entry:
     shared: bytes
-    body: bytes
+    body: bytes  # zlib-compressed when `packed`
     tag: str
     version: Version
     expires: float
+    packed: bool = False
+
+
+# Bodies at least this long are kept compressed (zlib level 1): a user's strategy answer
+# (~8 KB of protobuf with repeated names and rationales) shrinks severalfold, so 100,000 users'
+# answers fit the byte budget, for a decompression of tens of microseconds per hit.
+COMPRESS_MIN: Final = 1024
 
 
 def _size(key: tuple[str, bytes], entry: _Entry) -> int:
@@ -113,7 +121,8 @@ class AnswerCache:
                 if policy.access is not None and not policy.access(entry.tag):
                     return None
                 self.hits[method] += 1
-                return entry.shared + entry.body + policy.hit_tail()
+                body = zlib.decompress(entry.body) if entry.packed else entry.body
+                return entry.shared + body + policy.hit_tail()
         self.misses[method] += 1
         return None
 
@@ -128,7 +137,13 @@ class AnswerCache:
         old = entries.pop(key, None)  # re-inserted last: a refreshed entry is the newest
         if old is not None:
             self._drop(key, old)
-        entry = _Entry(shared, body, tag, version, time.monotonic() + self._policies[method].ttl)
+        packed = False
+        if len(body) >= COMPRESS_MIN:
+            small = zlib.compress(body, 1)
+            if len(small) < len(body) * 0.9:
+                body, packed = small, True
+        expires = time.monotonic() + self._policies[method].ttl
+        entry = _Entry(shared, body, tag, version, expires, packed)
 
         def cost() -> int:  # a shared body costs nothing more while another entry holds it
             held = bool(shared) and id(shared) in self._shared
