@@ -46,5 +46,11 @@ def strategy_key(profile: str) -> str:
     return f"strategy:{profile}:current"
 
 
+def preferences_key(user_id: str) -> str:
+    """A user's preferences as the server last read them from PostgreSQL (`bloasis.serve.reads`;
+    TTL BLOASIS_USER_STRATEGY_CACHE_SECONDS, dropped by every change through the API)."""
+    return f"user:{user_id}:preferences"
+
+
 def user_key(user_id: str) -> str:
     return f"user:{user_id}:strategy"

@@ -35,7 +35,13 @@ from google.protobuf import json_format
 from bloasis import metrics
 from bloasis.pb.v2 import classification_pb2 as cl_pb
 from bloasis.pb.v2 import common_pb2, strategy_pb2
-from bloasis.publish.cache import read_current_regime, sectors_key, strategy_key, user_key
+from bloasis.publish.cache import (
+    preferences_key,
+    read_current_regime,
+    sectors_key,
+    strategy_key,
+    user_key,
+)
 from bloasis.regime.types import REGIMES, RegimeResult
 from bloasis.serve.readthrough import (
     SERVED_FROM_POSTGRES,
@@ -121,6 +127,32 @@ def _timestamp(text: str) -> datetime:
     frac = frac.split("+")[0]
     value = datetime.fromisoformat(head + (f".{frac[:6]}" if dot else "") + "+00:00")
     return value
+
+
+def _preferences_json(p: UserPreferences) -> str:
+    return json.dumps(
+        {
+            "user_id": p.user_id,
+            "risk_profile": p.risk_profile,
+            "preferred_sectors": list(p.preferred_sectors),
+            "excluded_sectors": list(p.excluded_sectors),
+            "max_single_position": str(p.max_single_position),
+        },
+        separators=(",", ":"),
+    )
+
+
+def _preferences_from_json(raw: bytes, user_id: str) -> UserPreferences:
+    d = json.loads(raw)
+    if d["user_id"] != user_id:
+        raise ValueError(f"the value is {d['user_id']!r}'s")
+    return UserPreferences(
+        user_id=user_id,
+        risk_profile=d["risk_profile"],
+        preferred_sectors=tuple(d["preferred_sectors"]),
+        excluded_sectors=tuple(d["excluded_sectors"]),
+        max_single_position=Decimal(d["max_single_position"]),
+    )
 
 
 def regime_pb(r: RegimeResult | None) -> common_pb2.MarketRegime | None:
@@ -451,6 +483,8 @@ class StrategyReads:
         snapshot: Snapshot[LatestStrategies],
         regimes: Snapshot[RegimeResult],
         refresher: StoreRefresher,
+        *,
+        prefs_ttl: float = 0,
     ) -> None:
         self.model_version = model_version
         self.store = store
@@ -480,6 +514,7 @@ class StrategyReads:
         # Per user, bumped by every write here (preferences, a recompute): answers cached for
         # a user are only valid at the generation they were read at (`user_version`).
         self._user_gen: dict[str, int] = {}
+        self.prefs_ttl = int(prefs_ttl)
 
     def user_version(self, user_id: str) -> tuple[object, ...] | None:
         """The data a user's latest answer depends on (the answer cache's version): the
@@ -511,6 +546,34 @@ class StrategyReads:
     def upsert_preferences(self, prefs: UserPreferences) -> StoredPreferences:
         with self.store.engine.begin() as conn:
             return upsert_preferences(conn, prefs)
+
+    async def preferences_changed(self, user_id: str) -> None:
+        """After a change (or an attempt): answers and the Redis copy of `user_id`'s
+        preferences are dropped (the next read takes them from PostgreSQL)."""
+        self.user_changed(user_id)
+        await self.store.redis_delete(preferences_key(user_id), "dropping cached preferences")
+
+    async def preferences(self, user_id: str, context: Any) -> UserPreferences:
+        """The user's preferences for a strategy answer: Redis `user:{id}:preferences`, else
+        PostgreSQL (NOT_FOUND for an unknown user), copied to Redis for the next reads. A
+        change through the API drops the copy; a change it misses (written to PostgreSQL
+        directly, or a read racing a change) lasts at most the TTL,
+        BLOASIS_USER_STRATEGY_CACHE_SECONDS: the bound the answer cache already has."""
+        key = preferences_key(user_id)
+        raw = await self.store.redis_get(key, "reading cached preferences")
+        if raw:
+            try:
+                return _preferences_from_json(raw, user_id)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring an unreadable Redis value for %s: %r", key, exc)
+        stored = await self.store.call(
+            lambda: self.get_preferences(user_id), context, "reading preferences"
+        )
+        if self.prefs_ttl > 0:
+            await self.store.redis_set(
+                key, _preferences_json(stored.prefs), self.prefs_ttl, "caching preferences"
+            )
+        return stored.prefs
 
     def load_latest(self) -> LatestStrategies | None:
         """Blocking: every profile's latest strategy, read in one consistent database snapshot."""

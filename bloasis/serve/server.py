@@ -181,7 +181,12 @@ class RegimeServer:
         regimes = RegimeReads(model_version, self.store, self.regime_snapshot, self.refresher)
         sector_reads = SectorReads(model_version, self.store, sectors, strategies, self.refresher)
         strategy_reads = StrategyReads(
-            model_version, self.store, strategies, self.regime_snapshot, self.refresher
+            model_version,
+            self.store,
+            strategies,
+            self.regime_snapshot,
+            self.refresher,
+            prefs_ttl=settings.user_strategy_cache_seconds,
         )
         self.reads = (regimes, sector_reads, strategy_reads)
         # Strategies before sectors: GetCandidateSymbols joins the latest analysis with the

@@ -111,19 +111,43 @@ class StoreAccess:
         if not self.settings.redis_url:
             return None
         try:
-            if self._aredis is None:
-                self._aredis = aredis.Redis.from_url(
-                    self.settings.require("redis_url"),
-                    socket_timeout=1.0,
-                    socket_connect_timeout=1.0,
-                    health_check_interval=30,
-                )
             # Bounded by the client's socket timeouts (a wait_for would cost a task per call).
-            got = await self._aredis.get(key)
+            got = await self._async_redis().get(key)
         except Exception as exc:  # a cache must never fail a read
             log.warning("Redis read failed while %s: %s", what, exc)
             return None
         return got if isinstance(got, bytes) else None
+
+    async def redis_set(self, key: str, value: str, ttl: int, what: str) -> bool:
+        """SET with a TTL (seconds) on the event loop; False (logged) when Redis fails."""
+        if not self.settings.redis_url:
+            return False
+        try:
+            await self._async_redis().set(key, value, ex=max(int(ttl), 1))
+        except Exception as exc:  # a cache write is best effort
+            log.warning("Redis write failed while %s: %s", what, exc)
+            return False
+        return True
+
+    async def redis_delete(self, key: str, what: str) -> bool:
+        if not self.settings.redis_url:
+            return False
+        try:
+            await self._async_redis().delete(key)
+        except Exception as exc:
+            log.warning("Redis delete failed while %s: %s", what, exc)
+            return False
+        return True
+
+    def _async_redis(self) -> aredis.Redis:
+        if self._aredis is None:
+            self._aredis = aredis.Redis.from_url(
+                self.settings.require("redis_url"),
+                socket_timeout=1.0,
+                socket_connect_timeout=1.0,
+                health_check_interval=30,
+            )
+        return self._aredis
 
     async def aclose(self) -> None:
         """Close the asyncio Redis client and let probes in flight end (before `close`)."""

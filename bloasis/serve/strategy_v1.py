@@ -68,10 +68,8 @@ class StrategyServicer:
         return [pick_v1(p, theme_of[p.symbol]) for p in s.picks]
 
     async def _preferences(self, user_id: str, context: Any) -> st1.UserPreferences:
-        stored = await self.reads.store.call(
-            lambda: self.reads.get_preferences(user_id), context, "reading preferences"
-        )
-        return preferences_v1(stored.prefs)
+        """For the strategy answers (Redis, then PostgreSQL); GetPreferences reads PostgreSQL."""
+        return preferences_v1(await self.reads.preferences(user_id, context))
 
     # --- GetStockPicks -----------------------------------------------------------------------
 
@@ -146,7 +144,10 @@ class StrategyServicer:
     ) -> st1.UserPreferences:
         user_id = require_user_id(request.user_id)
         check_user_access(user_id)
-        return await self._preferences(user_id, context)
+        stored = await self.reads.store.call(
+            lambda: self.reads.get_preferences(user_id), context, "reading preferences"
+        )
+        return preferences_v1(stored.prefs)
 
     async def UpdatePreferences(
         self, request: st1.UpdatePreferencesRequest, context: Any
@@ -160,7 +161,8 @@ class StrategyServicer:
                 lambda: self.reads.upsert_preferences(prefs), context, "storing preferences"
             )
         finally:
-            self.reads.user_changed(prefs.user_id)  # even on a timeout: it may still commit
+            # Even on a timeout: the upsert may still commit.
+            await self.reads.preferences_changed(prefs.user_id)
         return st1.UpdatePreferencesResponse(success=True, preferences=preferences_v1(stored.prefs))
 
     # --- RunAIAnalysis -----------------------------------------------------------------------

@@ -204,5 +204,6 @@ class StrategyServicer:
                 lambda: self.reads.upsert_preferences(prefs), context, "storing preferences"
             )
         finally:
-            self.reads.user_changed(prefs.user_id)  # even on a timeout: it may still commit
+            # Even on a timeout: the upsert may still commit.
+            await self.reads.preferences_changed(prefs.user_id)
         return preferences_to_pb(stored.prefs, updated_at=stored.updated_at)
