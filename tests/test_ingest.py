@@ -448,7 +448,15 @@ def test_catch_up_of_five_sessions_across_a_holiday(
         ]
     tail = regimes[-5:]
     assert tail == [*missed, date(2016, 7, 6)] and len(set(regimes)) == len(regimes)
-    profile_events = [e for e in events if not e.get("user_id")]
+    # One event per profile strategy (its per-symbol events follow it, flagged alike).
+    profile_events = [
+        e for e in events if not e.get("user_id") and e["event_type"] == "strategy_signal"
+    ]
+    flags = {(e["strategy_id"], e["historical"]) for e in profile_events}
+    per_symbol = [e for e in events if e["event_type"] == "strategy_signal_symbol"]
+    assert per_symbol and all(
+        (e["strategy_id"], e["historical"]) in flags for e in per_symbol if not e["user_id"]
+    )
     by_day: dict[str, list[bool]] = {}
     for e in profile_events:
         by_day.setdefault(e["as_of"], []).append(e["historical"])
