@@ -52,7 +52,7 @@ from bloasis.serve.readthrough import (
 )
 from bloasis.serve.snapshot import Snapshot, StoreRefresher
 from bloasis.serve.store_access import StoreAccess
-from bloasis.serve.validation import RequestError, not_found, show
+from bloasis.serve.validation import RequestError, invalid, not_found, show
 from bloasis.store.regimes import current_regime, override_version, regime_at
 from bloasis.store.strategies import (
     Stored,
@@ -66,6 +66,7 @@ from bloasis.store.strategies import (
 )
 from bloasis.strategy.compact import expand
 from bloasis.strategy.types import PROFILES, SectorAnalysis, Strategy, UserPreferences
+from bloasis.strategy.users import validate_preferences
 from bloasis.wire import regime_to_pb, sector_analysis_to_pb, strategy_to_pb
 
 log = logging.getLogger(__name__)
@@ -546,6 +547,19 @@ class StrategyReads:
     def upsert_preferences(self, prefs: UserPreferences) -> StoredPreferences:
         with self.store.engine.begin() as conn:
             return upsert_preferences(conn, prefs)
+
+    async def update_preferences(self, prefs: UserPreferences, context: Any) -> StoredPreferences:
+        """Check the domain rules (INVALID_ARGUMENT naming the fields) and store (v1 and v2)."""
+        errors = validate_preferences(prefs)
+        if errors:
+            raise invalid("; ".join(errors))
+        try:
+            return await self.store.call(
+                lambda: self.upsert_preferences(prefs), context, "storing preferences"
+            )
+        finally:
+            # Even on a timeout: the upsert may still commit.
+            await self.preferences_changed(prefs.user_id)
 
     async def preferences_changed(self, user_id: str) -> None:
         """After a change (or an attempt): answers and the Redis copy of `user_id`'s

@@ -28,7 +28,7 @@ from bloasis.serve.answer_cache import Answer, Policy
 from bloasis.serve.auth import check_user_access
 from bloasis.serve.reads import Served, SharedBodies, StrategyReads, UserServed
 from bloasis.serve.strategy_v2 import StrategyServicer as V2
-from bloasis.serve.strategy_v2 import check_preferences, user_answer_policy, user_tag
+from bloasis.serve.strategy_v2 import user_answer_policy, user_tag
 from bloasis.serve.v1_wire import (
     iso_of,
     pick_v1,
@@ -154,15 +154,7 @@ class StrategyServicer:
     ) -> st1.UpdatePreferencesResponse:
         require_user_id(request.user_id)
         check_user_access(request.user_id, write=True)
-        prefs = preferences_from_v1(request)
-        check_preferences(prefs)
-        try:
-            stored = await self.reads.store.call(
-                lambda: self.reads.upsert_preferences(prefs), context, "storing preferences"
-            )
-        finally:
-            # Even on a timeout: the upsert may still commit.
-            await self.reads.preferences_changed(prefs.user_id)
+        stored = await self.reads.update_preferences(preferences_from_v1(request), context)
         return st1.UpdatePreferencesResponse(success=True, preferences=preferences_v1(stored.prefs))
 
     # --- RunAIAnalysis -----------------------------------------------------------------------

@@ -26,7 +26,6 @@ from bloasis.serve.validation import (
     show,
 )
 from bloasis.strategy.types import UserPreferences
-from bloasis.strategy.users import validate_preferences
 from bloasis.wire import preferences_to_pb
 
 SERVICE: Final = strategy_pb2.DESCRIPTOR.services_by_name["StrategyService"]
@@ -94,12 +93,6 @@ def preferences_from_pb(req: strategy_pb2.UpdatePreferencesRequest) -> UserPrefe
         excluded_sectors=tuple(p.excluded_sectors),
         max_single_position=max_pos,
     )
-
-
-def check_preferences(prefs: UserPreferences) -> None:
-    errors = validate_preferences(prefs)
-    if errors:
-        raise invalid("; ".join(errors))
 
 
 def keep_symbols(pb: strategy_pb2.Strategy, symbols: frozenset[str]) -> None:
@@ -198,12 +191,5 @@ class StrategyServicer:
     ) -> strategy_pb2.UserPreferences:
         prefs = preferences_from_pb(request)
         check_user_access(prefs.user_id, write=True)
-        check_preferences(prefs)
-        try:
-            stored = await self.reads.store.call(
-                lambda: self.reads.upsert_preferences(prefs), context, "storing preferences"
-            )
-        finally:
-            # Even on a timeout: the upsert may still commit.
-            await self.reads.preferences_changed(prefs.user_id)
+        stored = await self.reads.update_preferences(prefs, context)
         return preferences_to_pb(stored.prefs, updated_at=stored.updated_at)
