@@ -12,7 +12,7 @@ from typing import Any, Final
 from bloasis.pb.v2 import strategy_pb2
 from bloasis.serve.answer_cache import Answer, Policy
 from bloasis.serve.auth import check_user_access, user_allowed
-from bloasis.serve.reads import Served, SharedBodies, StrategyReads, UserServed
+from bloasis.serve.reads import Served, StrategyReads
 from bloasis.serve.readthrough import SERVED_FROM_SNAPSHOT
 from bloasis.serve.validation import (
     MAX_SECTORS,
@@ -123,17 +123,12 @@ def user_tag(user_id: str) -> str | None:
     return user_id
 
 
-def _shared_response(u: UserServed) -> bytes:
-    return strategy_pb2.StrategyResponse(strategy=u.base, regime=u.regime).SerializeToString()
-
-
 class StrategyServicer:
     def __init__(self, reads: StrategyReads, *, user_cache_seconds: float) -> None:
         self.reads = reads
         self.model_version = reads.model_version
         self.snapshot = reads.snapshot
         self.user_cache_seconds = user_cache_seconds
-        self._shared = SharedBodies(_shared_response)
 
     async def serve(self, request: strategy_pb2.GetStrategyRequest, context: Any) -> Served:
         q = parse_strategy_request(request)
