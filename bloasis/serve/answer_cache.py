@@ -71,6 +71,7 @@ class _Entry:
 # (~8 KB of protobuf with repeated names and rationales) shrinks severalfold, so 100,000 users'
 # answers fit the byte budget, for a decompression of tens of microseconds per hit.
 COMPRESS_MIN: Final = 1024
+HOT_ENTRIES: Final = 1024
 
 
 def _size(key: tuple[str, bytes], entry: _Entry) -> int:
@@ -95,6 +96,8 @@ class AnswerCache:
         self.bytes = 0
         self._policies: dict[str, Policy] = {}
         self._entries: dict[tuple[str, bytes], _Entry] = {}
+        # Packed entries recently hit, decompressed (bounded: HOT_ENTRIES).
+        self._hot: dict[tuple[str, bytes], tuple[_Entry, bytes]] = {}
         # Shared bodies in use: id -> [the bytes, entries using them] (counted once in `bytes`).
         self._shared: dict[int, list[Any]] = {}
         self.hits: dict[str, int] = {}
@@ -113,7 +116,8 @@ class AnswerCache:
     def get(self, method: str, raw: bytes) -> bytes | None:
         """The cached answer, or None (a miss; also when the caller may not see this tag's
         answer: the full path then refuses it with its status)."""
-        entry = self._entries.get((method, raw))
+        key = (method, raw)
+        entry = self._entries.get(key)
         policy = self._policies[method]
         if entry is not None and time.monotonic() < entry.expires:
             current = policy.version(entry.tag)
@@ -121,10 +125,23 @@ class AnswerCache:
                 if policy.access is not None and not policy.access(entry.tag):
                     return None
                 self.hits[method] += 1
-                body = zlib.decompress(entry.body) if entry.packed else entry.body
+                body = self._unpacked(key, entry) if entry.packed else entry.body
                 return entry.shared + body + policy.hit_tail()
         self.misses[method] += 1
         return None
+
+    def _unpacked(self, key: tuple[str, bytes], entry: _Entry) -> bytes:
+        """A packed entry's body. The last HOT_ENTRIES ones hit are kept decompressed:
+        inflating ~8 KB on every call of a hot key cost a fifth of its throughput (measured:
+        grpc_strategy_vs_floor 0.96 -> 0.77)."""
+        hot = self._hot.get(key)
+        if hot is not None and hot[0] is entry:
+            return hot[1]
+        body = zlib.decompress(entry.body)
+        if len(self._hot) >= HOT_ENTRIES:
+            del self._hot[next(iter(self._hot))]
+        self._hot[key] = (entry, body)
+        return body
 
     def version(self, method: str, tag: str) -> Version | None:
         return self._policies[method].version(tag)
@@ -181,6 +198,7 @@ class AnswerCache:
     def close(self) -> None:
         self._entries.clear()
         self._shared.clear()
+        self._hot.clear()
         self.bytes = 0
         if self in _COLLECTOR.caches:
             _COLLECTOR.caches.remove(self)
