@@ -252,7 +252,7 @@ def store_user_chunks(
             got = memo[id(s.signals)] = compact_signals_json(s)
         return got
 
-    fragments: dict[int, list[tuple[str, str]]] = {}  # id(signals tuple) -> per-symbol parts
+    fragments: dict[int, list[tuple[str, str, str]]] = {}  # id(signals tuple) -> per-symbol parts
 
     def user_event(s: Strategy, r: store.UserStrategyRecord) -> OutboxEvent:
         return user_strategy_event(

@@ -195,3 +195,8 @@ def preferences_to_pb(
     if updated_at is not None:
         out.updated_at.CopyFrom(ts(updated_at))
     return out
+
+
+def rfc3339(dt: datetime, timespec: str = "microseconds") -> str:
+    """UTC with a `Z`; `seconds` is the original contract's form (2025-01-26T14:30:00Z)."""
+    return dt.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")

@@ -157,3 +157,29 @@ def test_a_hot_packed_answer_is_inflated_once(monkeypatch: pytest.MonkeyPatch) -
     assert len(calls) == 1
     cache.put("m", b"r", "u", cache.version("m", "u") or (), body + b"!")
     assert cache.get("m", b"r") == body + b"!|hit" and len(calls) == 2
+
+
+def test_forgetting_user_generations_never_revives_an_old_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The per-user write generations are bounded; emptying them used to put a changed user
+    back at generation 0, the version of answers cached before the change."""
+    from types import SimpleNamespace
+
+    from bloasis.serve import reads
+    from bloasis.serve.snapshot import Snapshot
+
+    monkeypatch.setattr(reads, "USER_GENERATIONS", 2)
+    strategies: Snapshot[object] = Snapshot("strategies")
+    strategies.set({"moderate": object()})
+    r = reads.StrategyReads(
+        "regime-v2-t", None, strategies, Snapshot("regimes"),  # type: ignore[arg-type]
+        SimpleNamespace(notifications=0),  # type: ignore[arg-type]
+    )  # fmt: skip
+    cached = r.user_version("alice")  # an answer read before alice changes anything
+    assert cached is not None
+    r.user_changed("bob")
+    r.user_changed("carol")
+    r.user_changed("alice")  # the table is full: emptied here
+    now = r.user_version("alice")
+    assert now is not None and [a is b for a, b in zip(cached, now, strict=True)] != [True] * 5

@@ -425,3 +425,67 @@ async def test_tokens_bound_to_users_see_and_change_only_their_users(
         watch.cancel()
     finally:
         await h.close()
+
+
+async def test_bad_v1_input_is_refused_naming_the_field(
+    served: tuple[RegimeServer, str, Settings],
+) -> None:
+    """The v1 methods' error paths: INVALID_ARGUMENT naming the field (or NOT_FOUND), and a
+    refused SaveRegime changes nothing."""
+    from bloasis.pb.v1 import classification_pb2 as cl1
+    from bloasis.pb.v1 import classification_pb2_grpc as cl1_grpc
+
+    srv, user, _ = served
+    ch = grpc.aio.insecure_channel(srv.address)
+    try:
+        mr = mr1_grpc.MarketRegimeServiceStub(ch)
+        st = st1_grpc.StrategyServiceStub(ch)
+        cl = cl1_grpc.ClassificationServiceStub(ch)
+        before = await mr.GetCurrentRegime(mr1.GetCurrentRegimeRequest(), timeout=5)
+        cases: list[tuple[Any, str]] = [
+            (mr.SaveRegime(mr1.SaveRegimeRequest(regime="boom", confidence=0.5)), "regime"),
+            (mr.SaveRegime(mr1.SaveRegimeRequest(regime="bull", confidence=1.5)), "confidence"),
+            (mr.SaveRegime(mr1.SaveRegimeRequest(regime="bull", confidence=float("nan"))),
+             "confidence"),
+            (mr.SaveRegime(mr1.SaveRegimeRequest(regime="bull", trigger="moon")), "trigger"),
+            (mr.SaveRegime(mr1.SaveRegimeRequest(regime="bull", timestamp="yesterday")),
+             "timestamp"),
+            (mr.SaveRegime(mr1.SaveRegimeRequest(regime="bull", timestamp="2022-12-28T10:00:00")),
+             "time zone"),
+            (mr.SaveRegime(mr1.SaveRegimeRequest(regime="bull", timestamp="9999-01-01T00:00:00Z")),
+             "future"),
+            (mr.SaveRegime(mr1.SaveRegimeRequest(regime="bull", risk_level="extreme")),
+             "risk_level"),
+            (mr.GetRegimeHistory(mr1.GetRegimeHistoryRequest(
+                time_range={"start_date": "2022-12-28", "end_date": "2022-12-01"})), "start_date"),
+            (cl.GetThematicAnalysis(cl1.GetThematicAnalysisRequest(sectors=["Crypto"])),
+             "sectors"),
+            (cl.GetSectorAnalysis(cl1.GetSectorAnalysisRequest(regime="boom")), "regime"),
+            (cl.GetCandidateSymbols(cl1.GetCandidateSymbolsRequest(max_candidates=-1)),
+             "max_candidates"),
+            (st.GetStockPicks(st1.StockPicksRequest(user_id=user, max_picks=5000)), "max_picks"),
+            (st.UpdatePreferences(st1.UpdatePreferencesRequest(
+                user_id=user, max_single_position=0.12345)), "max_single_position"),
+            (st.UpdatePreferences(st1.UpdatePreferencesRequest(user_id=user, risk_profile=9)),
+             "risk_profile"),
+            (st.UpdatePreferences(st1.UpdatePreferencesRequest(
+                user_id=user, excluded_sectors=["Crypto"])), "excluded_sectors"),
+            (st.RunAIAnalysis(st1.RunAIAnalysisRequest()), "user_id"),
+        ]  # fmt: skip
+        for call, field in cases:
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await call
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, bad.value)
+            assert field in (bad.value.details() or ""), (field, bad.value.details())
+        for call in (
+            st.RunAIAnalysis(st1.RunAIAnalysisRequest(user_id="v1c-nobody")),
+            st.GetPersonalizedStrategy(st1.StrategyRequest(user_id="v1c-nobody")),
+            st.GetPreferences(st1.GetPreferencesRequest(user_id="v1c-nobody")),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as missing:
+                await call
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        after = await mr.GetCurrentRegime(mr1.GetCurrentRegimeRequest(), timeout=5)
+        assert after.regime == before.regime and after.reasoning == before.reasoning
+    finally:
+        await ch.close()

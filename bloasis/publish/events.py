@@ -15,7 +15,7 @@ from bloasis.pb.v2 import events_pb2
 from bloasis.regime.types import OVERRIDE_SUFFIX, RegimeResult
 from bloasis.store.outbox import OutboxEvent
 from bloasis.strategy.types import Strategy
-from bloasis.wire import regime_to_pb, strategy_to_pb, to_json, ts
+from bloasis.wire import regime_to_pb, rfc3339, strategy_to_pb, to_json, ts
 
 REGIME_TOPIC: Final = "regime-events"
 ALERT_TOPIC: Final = "alert-events"
@@ -91,7 +91,7 @@ def regime_events(
             new_regime=current.regime,
             regime=pb,
             historical=historical,
-            timestamp=_rfc3339(current.computed_at, "seconds"),
+            timestamp=rfc3339(current.computed_at, "seconds"),
             confidence=current.confidence,
             reasoning=current.reasoning,
             priority=_change_priority(current, historical),
@@ -143,7 +143,7 @@ def regime_events(
             as_of=current.as_of.isoformat(),
             regime=pb,
             model_version=current.model_version,
-            timestamp=_rfc3339(current.computed_at, "seconds"),
+            timestamp=rfc3339(current.computed_at, "seconds"),
             priority=_SEVERITY_PRIORITY[severity],
             indicators=_indicator_strings(current),
         )
@@ -177,7 +177,7 @@ def freshness_alert_event(
         age_seconds=round(age_seconds, 3),
         sla_seconds=sla_seconds,
         model_version=served.model_version,
-        timestamp=_rfc3339(occurred_at, "seconds"),
+        timestamp=rfc3339(occurred_at, "seconds"),
         priority=_SEVERITY_PRIORITY["warning"],
         indicators=_indicator_strings(served),
     )
@@ -215,7 +215,7 @@ SYMBOL_EVENT: Final = "strategy_signal_symbol"
 _SIGNAL_TYPE: Final = {"buy": "entry", "sell": "exit", "hold": "hold"}
 
 
-def signal_fragments(s: Strategy) -> list[tuple[str, str]]:
+def signal_fragments(s: Strategy) -> list[tuple[str, str, str]]:
     """(symbol, the JSON members of its per-symbol event that depend on the signal only), for
     `symbol_signal_events`: users whose derivation came out the same share them."""
     scores = {p.symbol: p.final_score for p in s.picks}
@@ -251,7 +251,7 @@ def signal_fragments(s: Strategy) -> list[tuple[str, str]]:
         }
         body = json.dumps(members, sort_keys=True, separators=(",", ":"))[1:-1]
         params_json = json.dumps(params, sort_keys=True, separators=(",", ":"))[1:-1]
-        out.append((g.symbol, f"{body},PARAMS{params_json}"))
+        out.append((g.symbol, body, params_json))
     return out
 
 
@@ -261,7 +261,7 @@ def symbol_signal_events(
     parent_id: str,
     computed_at: datetime,
     historical: bool = False,
-    fragments: list[tuple[str, str]] | None = None,
+    fragments: list[tuple[str, str, str]] | None = None,
 ) -> list[OutboxEvent]:
     """One StrategySignalEvent per signal of `s` (event_type "strategy_signal_symbol"), as the
     original executor consumes them: the original keys (timestamp, strategy_id, signal_type,
@@ -275,8 +275,8 @@ def symbol_signal_events(
     common = json.dumps(
         {
             "event_type": SYMBOL_EVENT,
-            "occurred_at": _rfc3339(computed_at),
-            "timestamp": _rfc3339(computed_at, "seconds"),
+            "occurred_at": rfc3339(computed_at),
+            "timestamp": rfc3339(computed_at, "seconds"),
             "strategy_id": s.strategy_id,
             "as_of": s.as_of.isoformat(),
             "risk_profile": s.risk_profile,
@@ -301,19 +301,13 @@ def symbol_signal_events(
         separators=(",", ":"),
     )[1:-1]
     out = []
-    for symbol, fragment in fragments:
+    for symbol, body, params in fragments:
         eid = f"{parent_id}:{symbol}"
-        body, params = fragment.split(",PARAMS", 1)
         payload = (
             f'{{"event_id":{json.dumps(eid)},{common},{body},"parameters":{{{params},{context}}}}}'
         )
         out.append(_event(STRATEGY_TOPIC, s.strategy_id, SYMBOL_EVENT, eid, payload))
     return out
-
-
-def _rfc3339(dt: datetime, timespec: str = "microseconds") -> str:
-    """UTC with a `Z`; `seconds` is the original contract's form (2025-01-26T14:30:00Z)."""
-    return dt.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def compact_signals_json(s: Strategy) -> str:
@@ -366,7 +360,7 @@ def user_strategy_json(
             "rationale": s.rationale,
             "run_id": str(run_id),
             "model_version": model_version,
-            "computed_at": _rfc3339(computed_at),
+            "computed_at": rfc3339(computed_at),
             "profile_strategy_id": profile_strategy_id,
             "regime": s.regime,
             "risk_level": s.risk_level,
@@ -396,7 +390,7 @@ def user_strategy_event(
         {
             "event_id": eid,
             "event_type": "strategy_signal",
-            "occurred_at": _rfc3339(computed_at),
+            "occurred_at": rfc3339(computed_at),
             "strategy_id": s.strategy_id,
             "as_of": s.as_of.isoformat(),
             "risk_profile": s.risk_profile,

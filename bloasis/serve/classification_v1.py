@@ -61,13 +61,11 @@ class ClassificationServicer:
             cached_at=iso_of(pb.computed_at),
         )
 
-    async def _themes(
-        self, pb: cl2.SectorAnalysis, sectors: list[str] | None, context: Any
-    ) -> list[Any]:
+    async def _candidates(self, pb: cl2.SectorAnalysis, context: Any) -> list[dict[str, Any]]:
+        """The analysis' candidates as ranked in the profile books of its as-of."""
         books = await self.reads.books(date.fromisoformat(pb.as_of), context)
         candidates = set(pb.candidates)
-        rows = [e for book in books for e in book if e["symbol"] in candidates]
-        return themes(rows, sectors)
+        return [e for book in books for e in book if e["symbol"] in candidates]
 
     async def GetThematicAnalysis(
         self, request: cl1.GetThematicAnalysisRequest, context: Any
@@ -77,7 +75,7 @@ class ClassificationServicer:
         wanted = [gics_sector("sectors", s) for s in request.sectors]
         pb = await self._latest(request.regime, request.force_refresh, context)
         selected = [s.sector for s in pb.sectors if s.selected]
-        found = await self._themes(pb, wanted or selected, context)
+        found = themes(await self._candidates(pb, context), wanted or selected)
         return cl1.GetThematicAnalysisResponse(
             themes=[
                 cl1.ThemeScore(
@@ -101,11 +99,11 @@ class ClassificationServicer:
                 f"got {request.max_candidates}"
             )
         pb = await self._latest(request.regime, request.force_refresh, context)
-        found = await self._themes(pb, None, context)
+        rows = await self._candidates(pb, context)  # one read of the books
+        found = themes(rows, None)
         theme_of = {sym: t for t in found for sym in t.symbols}
-        books = await self.reads.books(date.fromisoformat(pb.as_of), context)
-        score_of = {e["symbol"]: float(e["final_score"]) for book in books for e in book}
-        sector_of = {e["symbol"]: e["sector"] for book in books for e in book}
+        score_of = {e["symbol"]: float(e["final_score"]) for e in rows}
+        sector_of = {e["symbol"]: e["sector"] for e in rows}
         ranked = sorted(pb.candidates, key=lambda s: (-score_of.get(s, 0.0), s))
         if request.max_candidates:
             ranked = ranked[: request.max_candidates]

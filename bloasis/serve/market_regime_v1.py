@@ -15,6 +15,7 @@ SaveRegime, an operator override of the current regime (write scope):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import uuid
@@ -154,8 +155,8 @@ class MarketRegimeServicer:
                     "no computed regime to override yet; run the pipeline first",
                 )
             # The computed session's indicators: the market facts stay what they were.
-            result = RegimeResult(
-                **{**draft.__dict__, "as_of": computed.as_of, "indicators": computed.indicators}
+            result = dataclasses.replace(
+                draft, as_of=computed.as_of, indicators=computed.indicators
             )
             previous = self.reads.snapshot.value or computed
             # An override is a run of its own in pipeline_runs: who changed what, and when.

@@ -24,13 +24,14 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Final
 
 import grpc
 import redis
 from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from bloasis import metrics
 from bloasis.pb.v2 import classification_pb2 as cl_pb
@@ -71,9 +72,10 @@ from bloasis.wire import regime_to_pb, sector_analysis_to_pb, strategy_to_pb
 
 log = logging.getLogger(__name__)
 
-MEMO_SIZE: Final = 4096
 # Distinct stored user values expanded and kept (users with the same derivation share one).
 USER_BASES: Final = 50_000
+# Users whose write generation is remembered (see `user_version`).
+USER_GENERATIONS: Final = 1_000_000
 # The fields of a compact user value that make its content (with its signals), beside the
 # user's own ids.
 _CONTENT_FIELDS: Final = (
@@ -87,16 +89,6 @@ _CONTENT_FIELDS: Final = (
     "regime",
     "risk_level",
 )
-_GEN0: Final = 0
-
-
-def memo_put(memo: dict[Any, Any], key: Any, value: Any) -> Any:
-    """Store in a memo bounded at MEMO_SIZE (emptied when full: cheap, and a full memo means
-    more distinct values than it is meant for)."""
-    if len(memo) >= MEMO_SIZE:
-        memo.clear()
-    memo[key] = value
-    return value
 
 
 def as_of_text(as_of: date | None) -> str:
@@ -124,10 +116,9 @@ def _is_date(text: str) -> bool:
 
 def _timestamp(text: str) -> datetime:
     """An RFC 3339 timestamp as proto3 JSON writes it (`Z`, up to 9 fractional digits)."""
-    head, dot, frac = text.rstrip("Z").partition(".")
-    frac = frac.split("+")[0]
-    value = datetime.fromisoformat(head + (f".{frac[:6]}" if dot else "") + "+00:00")
-    return value
+    ts = Timestamp()
+    ts.FromJsonString(text)
+    return ts.ToDatetime(tzinfo=UTC)
 
 
 def _preferences_json(p: UserPreferences) -> str:
@@ -217,10 +208,6 @@ class RegimeReads:
 
     def not_found(self) -> RequestError:
         return not_found(f"no regime stored yet for model {self.model_version}; run the pipeline")
-
-    def at(self, as_of: date) -> RegimeResult | None:
-        with self.store.engine.connect() as conn:
-            return regime_at(conn, self.model_version, as_of)
 
 
 # --------------------------------------------------------------------------------------------
@@ -515,6 +502,8 @@ class StrategyReads:
         # Per user, bumped by every write here (preferences, a recompute): answers cached for
         # a user are only valid at the generation they were read at (`user_version`).
         self._user_gen: dict[str, int] = {}
+        # Bumped when that table is emptied (bounded): answers read before then never match.
+        self._gen_epoch = 0
         self.prefs_ttl = int(prefs_ttl)
 
     def user_version(self, user_id: str) -> tuple[object, ...] | None:
@@ -525,14 +514,17 @@ class StrategyReads:
         strategies = self.snapshot.value
         if strategies is None:
             return None
-        gen = self._user_gen.get(user_id, _GEN0)
-        return (strategies, self.regimes.value, gen, self.refresher.notifications)
+        gen = self._user_gen.get(user_id, 0)
+        return (strategies, self.regimes.value, gen, self._gen_epoch, self.refresher.notifications)
 
     def user_changed(self, user_id: str) -> None:
         """A write for `user_id` happened (or may have: call it on failures too)."""
-        self._user_gen[user_id] = self._user_gen.get(user_id, 0) + 1
-        if len(self._user_gen) > 1_000_000:  # bounded: forgetting makes old answers misses
+        if len(self._user_gen) >= USER_GENERATIONS:
+            # Bounded: forget every generation, and move the epoch so that no answer read
+            # before (at any generation) matches again.
             self._user_gen.clear()
+            self._gen_epoch += 1
+        self._user_gen[user_id] = self._user_gen.get(user_id, 0) + 1
 
     # --- preferences -------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
 from typing import Any, Final
 
@@ -55,7 +56,9 @@ class StrategyServicer:
         self.reads: StrategyReads = v2.reads
         self.settings = settings
         self.user_cache_seconds = user_cache_seconds
-        self._recompute = asyncio.Semaphore(1)
+        # One recompute at a time per server, held by the worker thread itself: a call that
+        # times out leaves its recompute running, and the next one waits for it.
+        self._recompute = threading.Lock()
         self._shared = SharedBodies(self._shared_response)
 
     async def _user(self, user_id: str, context: Any) -> Served:
@@ -175,7 +178,8 @@ class StrategyServicer:
             users=[user_id],
             relay=bool(self.settings.kafka_bootstrap_servers),
         )
-        return asyncio.run(run_daily(request, run_id=uuid.uuid4(), settings=self.settings))
+        with self._recompute:
+            return asyncio.run(run_daily(request, run_id=uuid.uuid4(), settings=self.settings))
 
     async def RunAIAnalysis(
         self, request: st1.RunAIAnalysisRequest, context: Any
@@ -189,10 +193,9 @@ class StrategyServicer:
         remaining = context.time_remaining() if context is not None else None
         timeout = RECOMPUTE_TIMEOUT_S if remaining is None else min(RECOMPUTE_TIMEOUT_S, remaining)
         try:
-            async with self._recompute:
-                summary = await asyncio.wait_for(
-                    asyncio.to_thread(self._recompute_user, user_id), timeout
-                )
+            summary = await asyncio.wait_for(
+                asyncio.to_thread(self._recompute_user, user_id), timeout
+            )
         except PipelineError as exc:
             code = (
                 grpc.StatusCode.NOT_FOUND

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from decimal import Decimal
 from typing import Any, Final
 
@@ -27,6 +27,7 @@ from bloasis.pb.v2 import strategy_pb2 as st2
 from bloasis.regime.types import OVERRIDE_SUFFIX, RegimeResult
 from bloasis.serve.validation import invalid, show
 from bloasis.strategy.types import GICS_SECTORS, UserPreferences
+from bloasis.wire import rfc3339
 
 V1_SECTOR: Final = {"Information Technology": "Technology", "Health Care": "Healthcare"}
 GICS_OF_V1: Final = {v: k for k, v in V1_SECTOR.items()}
@@ -63,16 +64,11 @@ def gics_sector(field: str, v1: str) -> str:
     return name
 
 
-def iso(dt: datetime) -> str:
-    """ISO 8601, UTC, to the second, `Z` (the original's `2025-01-26T14:30:00Z`)."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def iso_of(ts: Any) -> str:
     """A google.protobuf.Timestamp as `iso`; empty when unset."""
     if not ts.seconds and not ts.nanos:
         return ""
-    return iso(ts.ToDatetime(tzinfo=UTC))
+    return rfc3339(ts.ToDatetime(tzinfo=UTC), "seconds")
 
 
 def regime_v1(r: RegimeResult, served_from: str = "") -> mr1.GetCurrentRegimeResponse:
@@ -81,7 +77,7 @@ def regime_v1(r: RegimeResult, served_from: str = "") -> mr1.GetCurrentRegimeRes
     return mr1.GetCurrentRegimeResponse(
         regime=r.regime,
         confidence=r.confidence,
-        timestamp=iso(r.computed_at),
+        timestamp=rfc3339(r.computed_at, "seconds"),
         trigger=r.trigger,
         reasoning=r.reasoning,
         risk_level=r.risk_level,

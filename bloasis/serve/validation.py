@@ -99,15 +99,14 @@ def parse_profile(field: str, raw: str) -> str:
     return raw
 
 
-def parse_sectors(
-    field: str, raw: Sequence[str], names: Sequence[str] = GICS_SECTORS
-) -> tuple[str, ...]:
+def parse_sectors(field: str, raw: Sequence[str]) -> tuple[str, ...]:
     if len(raw) > MAX_SECTORS:
         raise invalid(f"{field}: at most {MAX_SECTORS} entries, got {len(raw)}")
     for s in raw:
-        if s not in names:
-            what = "a GICS sector" if names is GICS_SECTORS else "a sector"
-            raise invalid(f"{field}: {show(s)} is not {what} (one of {', '.join(names)})")
+        if s not in GICS_SECTORS:
+            raise invalid(
+                f"{field}: {show(s)} is not a GICS sector (one of {', '.join(GICS_SECTORS)})"
+            )
     return tuple(raw)
 
 
