@@ -8,6 +8,7 @@ Each step is idempotent on its natural keys; events go to the outbox in the same
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 import uuid
@@ -115,6 +116,10 @@ class TierOutcome:
     events: int  # one StrategySignalEvent per strategy inserted
     quarantined: list[DataIssue] = field(default_factory=list)
     signal_events: int = 0  # the per-symbol events of those strategies (original contract)
+    # Profiles already stored for this session whose stored book differs from the one just
+    # recomputed (the data was revised since): profile -> what differs. Users derived from
+    # the recomputed book could not be expanded with the stored one, so none may be.
+    stale_books: dict[str, str] = field(default_factory=dict)
 
 
 def compute_and_store_tiers(
@@ -144,16 +149,18 @@ def compute_and_store_tiers(
     n_strat = 0
     events: list[OutboxEvent] = []
     signal_events: list[OutboxEvent] = []
+    stale: dict[str, str] = {}
     with engine.begin() as conn:
         sectors_new = store.insert_sector_analysis(
             conn, analysis, model_version=mv, regime_id=regime_id, run_id=run_id, computed_at=now
         )
         for book in books.values():
             s = book.strategy
+            rows = book_rows(book)
             if store.insert_profile_strategy(
                 conn,
                 s,
-                book_rows(book),
+                rows,
                 model_version=mv,
                 regime_id=regime_id,
                 run_id=run_id,
@@ -169,11 +176,38 @@ def compute_and_store_tiers(
                         s, parent_id=event.event_id, computed_at=now, historical=historical
                     )
                 )
+            else:
+                stored = store.get_stored_book(conn, strategy_id=s.strategy_id, model_version=mv)
+                why = book_difference(stored or [], rows)
+                if why:
+                    stale[book.profile] = why
         n_events = outbox.enqueue(conn, events)
         n_signals = outbox.enqueue(conn, signal_events)
         if sectors_new or n_strat:
             outbox.notify_results(conn, f"strategy:{as_of.isoformat()}")
-    return TierOutcome(analysis, books, sectors_new, n_strat, n_events, quarantined, n_signals)
+    return TierOutcome(
+        analysis, books, sectors_new, n_strat, n_events, quarantined, n_signals, stale
+    )
+
+
+def book_difference(stored: Sequence[dict[str, Any]], fresh: Sequence[dict[str, Any]]) -> str:
+    """'' when a stored book equals a recomputed one, else what differs first (JSON-normalised:
+    the stored copy went through JSONB)."""
+    fresh_n = json.loads(json.dumps(list(fresh)))
+    if list(stored) == fresh_n:
+        return ""
+    before = {e["symbol"]: e for e in stored}
+    after = {e["symbol"]: e for e in fresh_n}
+    gone, new = sorted(before.keys() - after.keys()), sorted(after.keys() - before.keys())
+    parts = [f"only in the stored book {gone}"] * bool(gone) + [
+        f"only in the recomputed one {new}"
+    ] * bool(new)
+    if parts:
+        return "symbols " + ", ".join(parts)
+    changed = sorted(k for k in before if before[k] != after[k])
+    if changed:
+        return f"levels or scores differ for {changed[:5]}"
+    return "the candidates are ranked in a different order"
 
 
 def book_rows(book: ProfileBook) -> list[dict[str, Any]]:

@@ -176,7 +176,8 @@ def _own_users_only(rpc: Rpc, req: Message, w: World) -> Message:
             target.user_id = w.prefix + "x"  # type: ignore[attr-defined]
     if rpc.name == "RunAIAnalysis" and req.user_id.startswith(w.prefix):  # type: ignore[attr-defined]
         # Never a user that exists (a fuzzed UpdatePreferences may have created one): a real
-        # recompute would run the pipeline over this module's synthetic strategies.
+        # recompute runs the pipeline, seconds per example, over this module's synthetic
+        # strategies (refused as differing books: tests/test_users_only_run.py).
         req.user_id = w.prefix + NEVER  # type: ignore[attr-defined]
     return req
 

@@ -108,6 +108,7 @@ def test_tiers_and_users_stored_once_with_events(
     tier2 = _run_tiers(seeded, md, DAY)
     users2 = _users(seeded, tier2)
     assert (tier2.sectors_inserted, tier2.strategies_inserted, tier2.events) == (False, 0, 0)
+    assert tier2.stale_books == {}  # the stored books equal the recomputed ones
     assert (users2.written, users2.events, tier2.signal_events, users2.signal_events) == (0,) * 4
     assert _count(seeded, OutboxRow) == outbox_n
     assert users2.redis == users.redis  # same values, same provenance

@@ -438,6 +438,16 @@ async def _session(
         timings["tiers_s"] = time.perf_counter() - t
         t = time.perf_counter()
         prefs = steps.load_users(settings, req.users)
+        if prefs and tier.stale_books:
+            # Serving expands users with the stored books; deriving them from different
+            # recomputed ones would store strategies that cannot be expanded.
+            raise pipeline.PipelineError(
+                f"the profile strategies stored for {stored.as_of} differ from the ones "
+                "recomputed from today's data (revised since they were computed), so users "
+                "cannot be derived consistently with what is served: "
+                + "; ".join(f"{p}: {why}" for p, why in sorted(tier.stale_books.items()))
+                + ". Recompute the session under a new model version, or restore the data."
+            )
         at = datetime.now(UTC)
         chunks = strategy_run.chunks_of(prefs, settings.user_chunk_size)
         derived = steps.derive_users(tier.books, chunks, run_id, model.version, at)

@@ -224,6 +224,18 @@ def insert_profile_strategy(
     return True
 
 
+def get_stored_book(
+    conn: Connection, *, strategy_id: str, model_version: str
+) -> list[dict[str, Any]] | None:
+    """The ranked book stored under `strategy_id`, as users are expanded with it."""
+    row = conn.execute(
+        select(_ST.c.book).where(
+            _ST.c.strategy_id == strategy_id, _ST.c.model_version == model_version
+        )
+    ).first()
+    return None if row is None else list(row.book)
+
+
 def get_profile_strategy(
     conn: Connection, model_version: str, profile: str, as_of: date | None = None
 ) -> tuple[Strategy, list[dict[str, Any]], Stored] | None:
