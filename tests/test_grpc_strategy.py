@@ -528,6 +528,9 @@ async def test_user_strategy_answer_cache(stack_settings: Settings, harness: Har
         first = await s.strategy.GetStrategy(req, timeout=5)
         assert (first.served_from, first.strategy.as_of) == ("postgres", "2022-12-27")
         assert list(first.strategy.signals) == _expected_user_signals(w, D1)
+        # The answer is a body shared by users with the same content, plus this user's ids.
+        ids = (first.strategy.user_id, first.strategy.strategy_id)
+        assert ids == (w.user, f"user:{w.user}:2022-12-27:{w.settings.model_version}")
         hits = _user_cache_hits()
         again = await s.strategy.GetStrategy(req, timeout=5)
         assert again.served_from == "snapshot"

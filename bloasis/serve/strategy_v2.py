@@ -12,7 +12,7 @@ from typing import Any, Final
 from bloasis.pb.v2 import strategy_pb2
 from bloasis.serve.answer_cache import Answer, Policy
 from bloasis.serve.auth import check_user_access, user_allowed
-from bloasis.serve.reads import Served, StrategyReads
+from bloasis.serve.reads import Served, SharedBodies, StrategyReads, UserServed
 from bloasis.serve.readthrough import SERVED_FROM_SNAPSHOT
 from bloasis.serve.validation import (
     MAX_SECTORS,
@@ -129,6 +129,7 @@ class StrategyServicer:
         self.model_version = reads.model_version
         self.snapshot = reads.snapshot
         self.user_cache_seconds = user_cache_seconds
+        self._shared = SharedBodies(self._shared_response)
 
     async def serve(self, request: strategy_pb2.GetStrategyRequest, context: Any) -> Served:
         q = parse_strategy_request(request)
@@ -151,7 +152,23 @@ class StrategyServicer:
     def answer_policy_GetStrategy(self) -> Policy:
         return user_answer_policy(self.reads, self.user_cache_seconds, _FROM_SNAPSHOT)
 
+    def _shared_response(self, u: UserServed) -> bytes:
+        """Everything of a user's answer but its ids (shared by every user with the same
+        stored content)."""
+        return strategy_pb2.StrategyResponse(strategy=u.base, regime=u.regime).SerializeToString()
+
     async def GetStrategy(self, request: strategy_pb2.GetStrategyRequest, context: Any) -> Answer:
+        if self.answer_tag_GetStrategy(request) is not None:
+            # A user's latest, unfiltered: one shared body and the user's ids (less memory in
+            # the answer cache, and a miss copies and serialises no strategy).
+            check_user_access(request.user_id)
+            u = await self.reads.user_parts(request.user_id, context)
+            ids = strategy_pb2.Strategy(strategy_id=u.strategy_id, user_id=u.user_id)
+            own = strategy_pb2.StrategyResponse(strategy=ids)
+            tail = strategy_pb2.StrategyResponse(served_from=u.served_from)
+            return Answer(
+                own.SerializeToString(), tail.SerializeToString(), shared=self._shared.get(u)
+            )
         s = await self.serve(request, context)
         body = strategy_pb2.StrategyResponse(strategy=s.strategy, regime=s.regime)
         tail = strategy_pb2.StrategyResponse(served_from=s.served_from)
