@@ -814,6 +814,81 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 # --- bench -----------------------------------------------------------------------------------
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from decimal import Decimal, InvalidOperation
+
+    from bloasis.app import backtest as app
+    from bloasis.backtest import report
+
+    settings = load_settings()
+    try:
+        cash = Decimal(args.initial_cash)
+    except InvalidOperation:
+        raise CliError(f"--initial-cash: not a number: {args.initial_cash!r}") from None
+    req = app.BacktestRequest(
+        start=args.start,
+        end=args.end,
+        profiles=tuple(args.profile or ()),
+        user_ids=tuple(args.user or ()),
+        rebalance=args.rebalance,
+        commission=args.commission,
+        slippage=args.slippage,
+        initial_cash=cash,
+        symbols=tuple(s.upper() for s in (args.symbols or ())),
+    )
+    _migrate(settings)
+
+    def progress(label: str, done: int, total: int) -> None:
+        if not args.json:
+            print(f"\r{label}: {done}/{total} sessions", end="", file=sys.stderr, flush=True)
+
+    out = app.run_backtest(req, settings=settings, progress=progress)
+    if not args.json:
+        print(file=sys.stderr)
+    stored = out.stored
+    if args.html or args.png:
+        images, page = app.pictures(settings, stored)
+        if args.html:
+            Path(args.html).write_text(page)
+        if args.png:
+            base = Path(args.png)
+            base.mkdir(parents=True, exist_ok=True)
+            for name, data in images.items():
+                (base / f"{name}.png").write_bytes(data)
+    if args.json:
+        doc = {
+            "backtest_id": str(stored.id),
+            "found": out.found,
+            "model_version": stored.model_version,
+            "data_snapshot_hash": stored.data_snapshot_hash,
+            "spec": stored.spec,
+            "summary": stored.summary,
+            "report": {k: v for k, v in stored.report.items() if k != "regimes"},
+        }
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    names = stored.report.get("names", list(stored.summary))
+    found = " (found: same inputs as an earlier run, not recomputed)" if out.found else ""
+    print(f"backtest {stored.id}{found}")
+    print(
+        f"{stored.report.get('start')} to {stored.report.get('end')}, "
+        f"{stored.spec.get('rebalance')} rebalancing, model {stored.model_version}"
+    )
+    print(stored.report.get("execution", ""))
+    print(report.markdown_table(stored.summary, names))
+    for label in ("in_sample", "out_of_sample"):
+        rows = {n: stored.report.get("samples", {}).get(n, {}).get(label) for n in names}
+        first = next((r for r in rows.values() if r), None)
+        if first:
+            print(f"\n{label.replace('_', ' ')}: {first['from']} to {first['to']}")
+            print(report.markdown_table({n: r or {} for n, r in rows.items()}, names))
+    for note in stored.report.get("notes", []):
+        print(f"- {note}")
+    if args.html:
+        print(f"report: {args.html}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     # The suite lives next to the package (a source checkout), not inside it.
     root = Path(__file__).resolve().parents[1]
@@ -1044,6 +1119,32 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_get)
 
+    bt = sub.add_parser("backtest", help="replay the strategies over a date range, with costs")
+    bt.add_argument(
+        "--profile",
+        action="append",
+        default=None,
+        choices=("conservative", "moderate", "aggressive"),
+        help="a risk profile (repeat for several; default: all three)",
+    )
+    bt.add_argument("--user", action="append", default=None, help="a user's id (repeatable)")
+    bt.add_argument("--start", type=_iso_date, required=True)
+    bt.add_argument("--end", type=_iso_date, required=True)
+    bt.add_argument("--rebalance", choices=("daily", "weekly", "monthly"), default="weekly")
+    bt.add_argument(
+        "--commission",
+        type=float,
+        default=0.0005,
+        help="fraction of the traded value (default 0.0005 = 5 bp)",
+    )
+    bt.add_argument("--slippage", type=float, default=0.0005, help="fraction (default 5 bp)")
+    bt.add_argument("--initial-cash", default="100000")
+    bt.add_argument("--symbols", nargs="*", default=None, help="a subset of the universe")
+    bt.add_argument("--json", action="store_true")
+    bt.add_argument("--html", default=None, help="write the report (charts inlined) here")
+    bt.add_argument("--png", default=None, help="write the charts as PNG files in this folder")
+    bt.set_defaults(func=cmd_backtest)  # fmt: skip
+
     bn = sub.add_parser("bench", help="issue 7's benchmarks (private embedded stacks), as JSON")
     bn.add_argument("names", nargs="*", help="default: all (see --list)")
     bn_size = bn.add_mutually_exclusive_group()
@@ -1092,6 +1193,9 @@ EXAMPLES: dict[str, str] = {
     "get": "bloasis get regime\nbloasis get history --start 2020-02-01 --end 2020-04-30\n"
     "bloasis get watch\nbloasis get sectors\nbloasis get strategy --user test\n"
     "bloasis get strategy --profile conservative --as-of 2008-10-15 --json",
+    "backtest": "bloasis backtest --profile moderate --start 2000-01-03 --end 2022-12-28\n"
+    "bloasis backtest --start 2000-01-03 --end 2022-12-28 --html report.html\n"
+    "bloasis backtest --user test --start 2012-01-03 --end 2022-12-28 --rebalance monthly --json",
     "bench": "bloasis bench --list\nbloasis bench relay_throughput --quick --json\n"
     "bloasis bench grpc_regime_vs_floor freshness_p99 --json > bench.json",
 }

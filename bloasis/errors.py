@@ -11,6 +11,7 @@ _KNOWN = (
     ("bloasis.local", "LocalError", "local deployment"),
     ("bloasis.serve.group", "GroupError", "gRPC server group"),
     ("bloasis.regime.model", "RegimeInputError", "regime"),
+    ("bloasis.backtest.types", "BacktestInputError", "backtest"),
     ("bloasis.app.regime_compare", "CompareError", "regime comparison"),
     ("bloasis.publish.relay", "RelayError", "relay"),
     ("bloasis.serve.client", "ClientError", "gRPC"),

@@ -7,7 +7,6 @@ Each step is idempotent on its natural keys; events go to the outbox in the same
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -17,12 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-import pandas as pd
 import redis
 from sqlalchemy import Engine
 
 from bloasis.config import Settings
-from bloasis.marketdata import DataIssue, DataValidationError, MarketData
+from bloasis.marketdata import DataIssue, MarketData
 from bloasis.pipeline import PipelineError
 from bloasis.publish.cache import (
     REGIME_CURRENT_KEY,
@@ -46,8 +44,8 @@ from bloasis.store import outbox, regimes
 from bloasis.store import strategies as store
 from bloasis.store.outbox import OutboxEvent
 from bloasis.strategy.compact import positions_of
-from bloasis.strategy.engine import ProfileBook, build_profile_book
-from bloasis.strategy.sectors import analyze_sectors
+from bloasis.strategy.engine import ProfileBook
+from bloasis.strategy.session import decide_session
 from bloasis.strategy.types import PROFILES, SectorAnalysis, Strategy
 from bloasis.strategy.users import derive_many
 from bloasis.wire import regime_to_json, sector_analysis_to_pb, strategy_to_pb, to_json
@@ -61,50 +59,6 @@ def _regime_id(engine: Engine, regime: RegimeResult) -> int:
     if rid is None:
         raise PipelineError(f"no stored regime for {regime.as_of} ({regime.model_version})")
     return rid
-
-
-def screen_universe(
-    md: MarketData, as_of: date, *, min_history: int, quarantine: bool
-) -> tuple[MarketData, list[DataIssue]]:
-    """Symbols that can be scored on `as_of`. No symbol with a close that day is an error
-    (rule `empty_universe`); a symbol with fewer than `min_history` closes is an error naming
-    it (rule `too_little_history`), or is left out and reported when `quarantine` is on."""
-    closes = md.closes.loc[: pd.Timestamp(as_of)]
-    if closes.empty or not closes.iloc[-1].notna().any():
-        issue = DataIssue("*", as_of, "empty_universe", "no symbol has a close on this date")
-        raise DataValidationError(f"{as_of}: empty universe: {issue.detail}", [issue])
-    counts = closes.notna().sum()
-    short = counts[(counts < min_history) & closes.iloc[-1].notna()]
-    listed = closes[short.index].apply(lambda col: col.first_valid_index())
-    issues = [
-        DataIssue(
-            str(sym),
-            pd.Timestamp(str(listed[sym])).date(),
-            "too_little_history",
-            f"{int(n)} closes up to {as_of}, {min_history} needed to score it",
-        )
-        for sym, n in short.items()
-    ]
-    if not issues:
-        return md, []
-    if not quarantine:
-        shown = "; ".join(str(i) for i in issues[:10])
-        more = f" and {len(issues) - 10} more" if len(issues) > 10 else ""
-        raise DataValidationError(
-            f"{len(issues)} symbols with too little history (set BLOASIS_QUARANTINE=true to "
-            f"leave them out): {shown}{more}",
-            issues,
-        )
-    keep = [c for c in md.closes.columns if c not in set(short.index)]
-    return (
-        dataclasses.replace(
-            md,
-            closes=md.closes[keep],
-            ohlcv={k: v[keep] for k, v in md.ohlcv.items()} if md.ohlcv else md.ohlcv,
-            sectors=md.sectors[md.sectors.index.isin(keep)],
-        ),
-        issues,
-    )
 
 
 @dataclass(frozen=True)
@@ -136,14 +90,10 @@ def compute_and_store_tiers(
     """Sector analysis and the three profile strategies for the regime's as-of date
     (`historical`: an older session than the newest in the data; its events say so)."""
     as_of, mv = regime.as_of, regime.model_version
-    view, quarantined = screen_universe(
-        md.as_of(as_of), as_of, min_history=min_history, quarantine=quarantine
+    decided = decide_session(
+        md, regime, top_n=top_n, min_history=min_history, quarantine=quarantine
     )
-    analysis = analyze_sectors(view, as_of, regime.regime)
-    books = {
-        p: build_profile_book(view, as_of, regime, analysis, p, top_n=top_n, model_version=mv)
-        for p in PROFILES
-    }
+    analysis, books, quarantined = decided.analysis, decided.books, decided.quarantined
     regime_id = _regime_id(engine, regime)
     now = datetime.now(UTC)
     n_strat = 0

@@ -19,7 +19,7 @@ from bloasis.marketdata import DataFormatError, DataValidationError, write_csv
 from bloasis.marketdata.sources import EmbeddedSource
 from bloasis.pipeline import load_market_data_with_issues
 from bloasis.store.models import OutboxRow, PipelineRun, RegimeRow
-from bloasis.strategy_run import screen_universe
+from bloasis.strategy.session import screen_universe
 
 SYMBOLS = ["KO", "JNJ", "XOM", "AAPL", "JPM"]
 

@@ -68,7 +68,7 @@ def test_stack_status_and_cache_listing(stack_settings: Settings, stack_state_di
 
 def test_db_current(stack_settings: Settings, stack_state_dir: Path) -> None:
     proc = bloasis("db", "current", state_dir=stack_state_dir)
-    assert proc.returncode == 0 and "schema revision: 0003" in proc.stdout
+    assert proc.returncode == 0 and "schema revision: 0004" in proc.stdout
 
 
 def test_every_command_has_help_with_examples() -> None:

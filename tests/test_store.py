@@ -42,7 +42,7 @@ def test_migrations_match_models_and_round_trip(stack_settings: Settings, engine
         assert conn.execute(text("SELECT to_regclass('regimes')")).scalar() is None
     upgrade(url)
     upgrade(url)  # idempotent
-    assert current_revision(url) == "0003"
+    assert current_revision(url) == "0004"
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
@@ -64,7 +64,7 @@ def test_concurrent_upgrades_serialise(stack_settings: Settings) -> None:
     ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outs
-    assert all("schema revision: 0003" in out for out, _ in outs)
+    assert all("schema revision: 0004" in out for out, _ in outs)
 
 
 def test_regime_insert_is_idempotent_and_reads(clean_db: Engine) -> None:

@@ -316,3 +316,48 @@ class MarketSeriesRow(Base):
     ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     available_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class BacktestRow(Base):
+    """One backtest: its inputs (spec, model, data snapshot, code), progress and result.
+    A succeeded one is unique per inputs key: a rerun with the same inputs finds it."""
+
+    __tablename__ = "backtests"
+    __table_args__ = (
+        Index(
+            "uq_backtests_succeeded_key",
+            "inputs_key",
+            unique=True,
+            postgresql_where=text("status = 'succeeded'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    inputs_key: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    model_version: Mapped[str] = mapped_column(String(64))
+    model_params: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    data_source: Mapped[str] = mapped_column(String(200))
+    data_snapshot_hash: Mapped[str] = mapped_column(String(64))
+    code_version: Mapped[str] = mapped_column(String(64))
+    progress: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    message: Mapped[str] = mapped_column(Text, server_default="")
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    report: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class BacktestEquityRow(Base):
+    """A backtest's daily equity curves: its portfolios and the benchmarks."""
+
+    __tablename__ = "backtest_equity"
+
+    backtest_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("backtests.id", ondelete="CASCADE"), primary_key=True
+    )
+    portfolio: Mapped[str] = mapped_column(String(200), primary_key=True)
+    as_of: Mapped[date] = mapped_column(Date, primary_key=True)
+    equity: Mapped[float] = mapped_column(Double)

@@ -16,6 +16,7 @@ adjusted by the day's adjusted/raw close ratio. The entry is the raw close of th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
@@ -28,7 +29,7 @@ from bloasis.marketdata.types import MarketData
 from bloasis.regime.types import RegimeResult
 from bloasis.strategy.factors import FACTOR_HISTORY, compute_factors
 from bloasis.strategy.indicators import HISTORY, INDICATOR_NAMES, compute_indicators
-from bloasis.strategy.optimiser import RETURNS_WINDOW, risk_parity
+from bloasis.strategy.optimiser import RETURNS_WINDOW, Proposal, pool_proposal
 from bloasis.strategy.profiles import PROFILE_PARAMS, ProfileParams, combine, factor_weights
 from bloasis.strategy.signals import CORRELATION_LIMIT, Levels, decide_action, price_levels
 from bloasis.strategy.types import PROFILES, Pick, SectorAnalysis, Signal, Strategy
@@ -139,9 +140,12 @@ def build_profile_book(
     top_n: int = 15,
     model_version: str,
     fundamentals: pd.DataFrame | None = None,
+    optimiser: Callable[[np.ndarray, list[str]], Proposal] | None = None,
 ) -> ProfileBook:
     """Score, rank and prepare `analysis.candidates` for `profile` as of `as_of` (data after it
-    is never read). `fundamentals`: optional per-symbol `value`/`quality` columns."""
+    is never read). `fundamentals`: optional per-symbol `value`/`quality` columns.
+    `optimiser(closes, symbols)`: the pool's proposal (default: `pool_proposal`; a backtest
+    memoises it, one solve per session for the profiles whose pools hold the same symbols)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown risk profile {profile!r} (expected one of {PROFILES})")
     if top_n < 1:
@@ -193,7 +197,7 @@ def build_profile_book(
     corr = returns.iloc[1:].corr(min_periods=CORRELATION_MIN_OBS).to_numpy(dtype=np.float64)
     high_corr = np.nan_to_num(corr, nan=0.0) > CORRELATION_LIMIT
     np.fill_diagonal(high_corr, False)
-    proposal = risk_parity(closes[:, pool])
+    proposal = (optimiser or pool_proposal)(closes[:, pool], symbols)
 
     def scores_of(j: int) -> dict[str, float]:
         return {f: round(float(s[j]), 2) for f, s in table.scores.items() if not math.isnan(s[j])}

@@ -65,3 +65,16 @@ def risk_parity(closes: np.ndarray) -> Proposal:
         f"risk-parity proposal (skfolio RiskBudgeting) on {covered.size} candidates' 1-year "
         "returns blended 50/50 with volatility-targeted weights",
     )
+
+
+def pool_proposal(closes: np.ndarray, symbols: list[str]) -> Proposal:
+    """`risk_parity` of a pool, solved with its columns in symbol order and handed back in the
+    pool's: the proposal depends on the set of symbols, not on how a profile ranked them (the
+    three profiles' pools usually hold the same set, and a backtest solves it once)."""
+    order = sorted(range(len(symbols)), key=lambda j: symbols[j])
+    p = risk_parity(np.asarray(closes)[:, order])
+    if p.weights is None:
+        return p
+    back = np.empty_like(p.weights)
+    back[order] = p.weights
+    return Proposal(back, p.note)
