@@ -427,8 +427,8 @@ def pipeline_compute(md: MarketData) -> None:
     from bloasis.regime.model import resolve_model
     from bloasis.strategy.engine import build_profile_book
     from bloasis.strategy.sectors import analyze_sectors
-    from bloasis.strategy.types import PROFILES
     from bloasis.strategy.session import screen_universe
+    from bloasis.strategy.types import PROFILES
 
     as_of = md.last_date
     model = resolve_model("regime-v2", "synthetic:bench")

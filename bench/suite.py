@@ -70,6 +70,10 @@ GROUPS: Final = (
     Group("bench.pit_read", ("pit_read",)),
     Group("bench.ingest", ("ingest_daily_500", "ingest_catchup_20")),
     Group("bench.regime_vs_peers", ("regime_vs_peers",)),
+    Group(
+        "bench.backtest",
+        ("backtest_vs_reference", "backtest_3_profiles_1990_2022", "backtest_users_1000"),
+    ),
 )
 
 

@@ -47,7 +47,8 @@ UNIVERSE_NOTE: Final = (
     "picked in 2022 with hindsight; companies that failed or shrank are absent, so every "
     "figure over it (the strategies' and the equal-weight benchmark's) is flattered."
 )
-BLOCK: Final = 64  # decision sessions per unit of work (a Dask task, a progress step)
+BLOCK: Final = 64  # decision sessions per unit of work (a Dask task)
+WAVE: Final = 8  # blocks handed to the mapper at a time (progress is reported between waves)
 
 # (label, sessions) -> None; label is "decide" or "simulate".
 Progress = Callable[[str, int, int], None]
@@ -85,6 +86,7 @@ class BacktestResult:
     notes: list[str]
     execution: str  # where orders filled (open / close) and how levels were checked
     timings: dict[str, float] = field(default_factory=dict)
+    targets: Targets | None = None  # the decisions (not stored: the curves and measures are)
 
 
 def _restrict(md: MarketData, symbols: Sequence[str]) -> MarketData:
@@ -186,9 +188,11 @@ def run(
         }
         for j in range(0, len(idx), BLOCK)
     ]
-    if progress is not None:
-        progress("decide", 0, len(idx))
-    parts = mapper(decide_block, jobs)
+    parts: list[Targets] = []
+    for w in range(0, len(jobs), WAVE):  # in waves, to report progress between them
+        if progress is not None:
+            progress("decide", sum(len(t.idx) for t in parts), len(idx))
+        parts += mapper(decide_block, jobs[w : w + WAVE])
     targets = Targets.concat(parts)
     if progress is not None:
         progress("decide", len(idx), len(idx))
@@ -287,6 +291,7 @@ def run(
         notes=notes,
         execution=_execution_note([strat, equal], prices),
         timings=timings | {"optimiser_solves": float(targets.solves)},
+        targets=targets,
     )
 
 

@@ -136,7 +136,8 @@ def simulate(
     paid = np.zeros(n_p)
     comm, slip = costs.commission, costs.slippage
     execute = {int(i) + 1: k for k, i in enumerate(decision_idx)}
-    close_ff = _ffill(prices.close)
+    # Valuation prices: the last known close (0 before a symbol's first, where none is held).
+    close_ff = np.nan_to_num(_ffill(prices.close), nan=0.0)
     n_t = end - start + 1
     equity = np.empty((n_t, n_p))
     exposure = np.empty((n_t, n_p))
