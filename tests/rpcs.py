@@ -12,13 +12,19 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.message import Message
 
-from bloasis.serve import classification_v1, market_regime_v1, strategy_v1
+from bloasis.serve import backtesting_v1, classification_v1, market_regime_v1, strategy_v1
+from bloasis.serve.backtesting_v2 import SERVICE as BACKTESTING_SERVICE
 from bloasis.serve.classification_v2 import SERVICE as CLASSIFICATION_SERVICE
 from bloasis.serve.server import MARKET_REGIME_SERVICE
 from bloasis.serve.strategy_v2 import SERVICE as STRATEGY_SERVICE
 
-V2_SERVICES = (MARKET_REGIME_SERVICE, CLASSIFICATION_SERVICE, STRATEGY_SERVICE)
-V1_SERVICES = (market_regime_v1.SERVICE, classification_v1.SERVICE, strategy_v1.SERVICE)
+V2_SERVICES = (MARKET_REGIME_SERVICE, CLASSIFICATION_SERVICE, STRATEGY_SERVICE, BACKTESTING_SERVICE)
+V1_SERVICES = (
+    market_regime_v1.SERVICE,
+    classification_v1.SERVICE,
+    strategy_v1.SERVICE,
+    backtesting_v1.SERVICE,
+)
 
 OK = grpc.StatusCode.OK
 

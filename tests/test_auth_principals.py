@@ -170,16 +170,20 @@ def test_v1_and_v2_write_methods_need_the_write_scope() -> None:
         "/bloasis.strategy.StrategyService/RunAIAnalysis",
         "/bloasis.strategy.StrategyService/UpdatePreferences",
         "/bloasis.strategy.v2.StrategyService/UpdatePreferences",
+        "/bloasis.backtesting.BacktestingService/RunBacktest",
+        "/bloasis.backtesting.v2.BacktestingService/RunBacktest",
     }
     assert set(auth.WRITE_METHODS) == expected
     # Each names a method the generated v1/v2 stubs really have (a typo would never match).
+    from bloasis.pb.v1 import backtesting_pb2 as v1_bt
     from bloasis.pb.v1 import market_regime_pb2 as v1_mr
     from bloasis.pb.v1 import strategy_pb2 as v1_st
+    from bloasis.pb.v2 import backtesting_pb2 as v2_bt
     from bloasis.pb.v2 import strategy_pb2 as v2_st
 
     real = {
         f"/{svc.full_name}/{m.name}"
-        for mod in (v1_mr, v1_st, v2_st)
+        for mod in (v1_mr, v1_st, v2_st, v1_bt, v2_bt)
         for svc in mod.DESCRIPTOR.services_by_name.values()
         for m in svc.methods
     }

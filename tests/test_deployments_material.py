@@ -496,6 +496,7 @@ V1_SERVICES = (
     "market_regime.MarketRegimeService",
     "classification.ClassificationService",
     "strategy.StrategyService",
+    "backtesting.BacktestingService",
 )
 
 

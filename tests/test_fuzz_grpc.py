@@ -1,21 +1,24 @@
 """Bad requests for every RPC over a real channel: hypothesis builds requests of each RPC's type
 from its descriptor (random field values, huge and odd unicode strings, out-of-range dates, bad
 profiles and sectors, unknown users), and raw bytes (mutated, truncated, unknown fields, wrong
-wire types). Only OK, INVALID_ARGUMENT or NOT_FOUND may come back: never INTERNAL, never a
-crash. Then the message size limit (RESOURCE_EXHAUSTED, server alive after) and per-call
-deadlines (DEADLINE_EXCEEDED promptly, server resources released).
+wire types). Only OK, INVALID_ARGUMENT or NOT_FOUND may come back (and UNIMPLEMENTED from v1's
+RunRLBacktest): never INTERNAL, never a crash. Then the message size limit (RESOURCE_EXHAUSTED,
+server alive after) and per-call deadlines (DEADLINE_EXCEEDED promptly, server resources
+released).
 
 test_grpc.py and test_grpc_strategy.py fuzz chosen fields of their RPCs; this module is generic
 over the descriptor table (tests/rpcs.py), so it covers every method of v2 (WatchRegime
 included) and of v1 (the original contract: SaveRegime and RunAIAnalysis included; a
 RunAIAnalysis only ever names users without preferences here, since for a real user it runs a
-pipeline).
+pipeline, and a RunBacktest, v1 or v2, always names such a user too: a valid one would start a
+real backtest).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import date
 from typing import Any
@@ -33,7 +36,9 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from bloasis.config import Settings
+from bloasis.pb.v2 import backtesting_pb2 as bt2
 from bloasis.pb.v2 import strategy_pb2 as st_pb
+from bloasis.regime.model import resolve_model
 from bloasis.serve.server import MAX_RECEIVE_MESSAGE_BYTES, RegimeServer
 from bloasis.store.db import engine_for
 from bloasis.store.models import Base
@@ -90,12 +95,23 @@ def _huge_text() -> st.SearchStrategy[str]:
 
 def _hints(field: str, w: World) -> st.SearchStrategy[str]:
     """Plausible values of a field, so a share of the requests is valid and reaches the store."""
-    if field in ("as_of", "start_date", "end_date"):
+    if field in ("as_of", "start_date", "end_date", "start", "end"):
         return st.one_of(st.dates().map(date.isoformat), st.sampled_from(_DATES))
-    if field == "user_id":
+    if field in ("user_id", "user_ids"):
         return st.sampled_from([w.user, w.user_no_strategy, w.prefix + "nobody", "test"])
-    if field == "risk_profile":
+    if field in ("risk_profile", "profiles", "strategy_type"):
         return st.sampled_from([*PROFILES, "Moderate", "balanced"])
+    if field == "period":
+        return st.sampled_from(
+            ["1y", "3Y", "max", "0y", "1000y", "2021-01-04:2022-12-28", "2022-12-28:2021-01-04",
+             "2021-02-30:2022-01-03", "1990-01-02:2030-01-01", "ytd", "2021-01-04"]
+        )  # fmt: skip
+    if field in ("backtest_id", "backtest_ids"):
+        return st.sampled_from([str(uuid.UUID(int=7)), uuid.UUID(int=7).hex, "{}", "not-a-uuid"])
+    if field == "rebalance":
+        return st.sampled_from(["daily", "weekly", "monthly", "yearly", "Weekly"])
+    if field in ("commission", "slippage", "initial_cash"):
+        return st.sampled_from(["0.001", "0", "-0.1", "0.5", "1e-3", "100000", "1e13", "x"])
     if field in ("sectors", "preferred_sectors", "excluded_sectors"):
         return st.sampled_from([*GICS_SECTORS, "energy", "Crypto"])
     if field == "symbols":
@@ -119,6 +135,10 @@ def _double_hints(field: str) -> st.SearchStrategy[float]:
         return st.sampled_from([0.05, 0.1, 1.0, 0.0, -0.1, 0.00001, 1.5])
     if field == "confidence":
         return st.sampled_from([0.0, 0.5, 1.0, -0.01, 1.01])
+    if field in ("commission", "slippage", "stop_loss", "take_profit"):
+        return st.sampled_from([0.0, 0.0005, 0.05, -0.001, 0.2])
+    if field == "initial_cash":
+        return st.sampled_from([0.0, 100000.0, -1.0, 1e15])
     return st.nothing()
 
 
@@ -166,7 +186,8 @@ def messages(desc: Descriptor, w: World, depth: int = 0) -> st.SearchStrategy[Me
 
 def _own_users_only(rpc: Rpc, req: Message, w: World) -> Message:
     """UpdatePreferences may only create users under this module's prefix (deleted at the end);
-    RunAIAnalysis only names users without preferences (for a real one it runs a pipeline)."""
+    RunAIAnalysis and RunBacktest only name users without preferences (for a real one they run
+    a pipeline or a backtest)."""
     if rpc.name == "UpdatePreferences":
         target = req.preferences if isinstance(req, st_pb.UpdatePreferencesRequest) else req
         uid = target.user_id  # type: ignore[attr-defined]
@@ -179,11 +200,24 @@ def _own_users_only(rpc: Rpc, req: Message, w: World) -> Message:
         # recompute runs the pipeline, seconds per example, over this module's synthetic
         # strategies (refused as differing books: tests/test_users_only_run.py).
         req.user_id = w.prefix + NEVER  # type: ignore[attr-defined]
+    if rpc.name == "RunBacktest":
+        # An unknown user is NOT_FOUND after every other check, before any data is loaded: the
+        # other fields are fuzzed, no backtest starts (v1: a user's strategy, not a profile's).
+        if isinstance(req, bt2.RunBacktestRequest):
+            req.user_ids.append(w.prefix + NEVER)
+        else:
+            req.strategy_type = ""  # type: ignore[attr-defined]
+            req.user_id = w.prefix + NEVER  # type: ignore[attr-defined]
     return req
 
 
+def _clean(rpc: Rpc) -> set[grpc.StatusCode]:
+    # RunRLBacktest has no implementation (no reinforcement-learning agent): it says so.
+    return CLEAN | {grpc.StatusCode.UNIMPLEMENTED} if rpc.name == "RunRLBacktest" else CLEAN
+
+
 def _check(rpc: Rpc, code: grpc.StatusCode, details: str) -> None:
-    assert code in CLEAN, (rpc.name, code, details[:300])
+    assert code in _clean(rpc), (rpc.name, code, details[:300])
     assert len(details) <= MAX_DETAILS, (rpc.name, len(details))
     if code != OK:
         assert details, (rpc.name, code)  # every refusal says why
@@ -260,13 +294,18 @@ _MUTATIONS: list[_Mutation] = [_truncate, _flip, _append, _unknown, _wrong_wire_
 
 def _foreign_user(rpc: Rpc, payload: bytes, w: World) -> bool:
     """Would these bytes create a user outside this module's prefix (or recompute a real
-    user's strategy: a pipeline run)?"""
-    if rpc.name not in ("UpdatePreferences", "RunAIAnalysis"):
+    user's strategy: a pipeline run; or start a backtest)?"""
+    if rpc.name not in ("UpdatePreferences", "RunAIAnalysis", "RunBacktest"):
         return False
     try:
         req = rpc.request.FromString(payload)
     except DecodeError:
         return False
+    never = w.prefix + NEVER
+    if isinstance(req, bt2.RunBacktestRequest):
+        return not any(u.startswith(never) for u in req.user_ids)
+    if rpc.name == "RunBacktest":  # v1
+        return bool(req.strategy_type) or not req.user_id.startswith(never)  # type: ignore[attr-defined]
     if rpc.name == "RunAIAnalysis":
         return req.user_id.startswith(w.prefix)  # type: ignore[attr-defined]
     target = req.preferences if isinstance(req, st_pb.UpdatePreferencesRequest) else req
@@ -294,12 +333,18 @@ async def test_raw_bytes_of_every_rpc(
 
 
 async def test_server_is_healthy_after_fuzzing(fuzzed: tuple[World, RegimeServer, Any]) -> None:
-    _, srv, channel = fuzzed
+    w, srv, channel = fuzzed
     resp = await health_pb2_grpc.HealthStub(channel).Check(
         health_pb2.HealthCheckRequest(), timeout=5
     )
     assert resp.status == health_pb2.HealthCheckResponse.SERVING
     assert srv.regime_snapshot.subscriber_count == 0  # every fuzzed watch was released
+    # No fuzzed RunBacktest started a backtest (each named a user that never exists).
+    s = w.settings
+    mv = resolve_model(s.model_version, s.universe, s.regime_overrides).version
+    with engine_for(s.require("database_url")).connect() as conn:
+        q = text("SELECT count(*) FROM backtests WHERE model_version = :mv")
+        assert conn.execute(q, {"mv": mv}).scalar_one() == 0
 
 
 # --- message size and deadlines -----------------------------------------------------------------
@@ -318,7 +363,7 @@ async def test_requests_over_the_size_limit_are_refused(
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (rpc.name, code, details)
         # Just under the limit the request is read (unknown fields are ignored).
         code, details = await call(channel, rpc, base + under, stream_wait=0.2)
-        assert code in CLEAN, (rpc.name, code, details)
+        assert code in _clean(rpc), (rpc.name, code, details)
     # A huge field value under the limit is bad input, named, and not echoed back whole.
     rpc = RPCS["GetCurrentRegime"]
     code, details = await call(channel, rpc, rpc.request(user_id="u" * 3_000_000))
@@ -366,6 +411,10 @@ def _store_bound(w: World) -> dict[str, Message]:
         "UpdatePreferences": st_pb.UpdatePreferencesRequest(
             preferences=st_pb.UserPreferences(user_id=w.prefix + "deadline")
         ),
+        # Users are looked up before anything starts (this one never exists).
+        "RunBacktest": bt2.RunBacktestRequest(user_ids=[w.prefix + NEVER], start="2022-01-03"),
+        "GetBacktestResults": bt2.GetBacktestResultsRequest(backtest_id=str(uuid.uuid4())),
+        "CompareStrategies": bt2.CompareStrategiesRequest(backtest_ids=[str(uuid.uuid4())]),
     }
 
 

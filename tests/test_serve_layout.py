@@ -8,6 +8,7 @@ import ast
 from pathlib import Path
 
 SERVE = Path(__file__).resolve().parents[1] / "bloasis" / "serve"
+SERVICES = ("market_regime", "classification", "strategy", "backtesting")
 
 
 def _runtime_imports(path: Path) -> set[str]:
@@ -52,13 +53,13 @@ def test_no_import_cycle_in_serving() -> None:
 
 def test_one_module_per_service_and_version() -> None:
     names = {p.stem for p in SERVE.glob("*.py")}
-    for service in ("market_regime", "classification", "strategy"):
+    for service in SERVICES:
         assert {f"{service}_v1", f"{service}_v2"} <= names
 
 
 def test_the_v1_adapters_read_through_the_shared_reads() -> None:
     graph = _graph()
-    for service in ("market_regime", "classification", "strategy"):
+    for service in SERVICES:
         deps = graph[f"bloasis.serve.{service}_v1"]
         assert "bloasis.serve.reads" in deps or f"bloasis.serve.{service}_v2" in deps, service
         # No store layer of their own: Redis and the snapshot are the reads' business.

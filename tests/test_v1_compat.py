@@ -78,7 +78,8 @@ async def test_every_original_method_answers_with_real_data(
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     v1_services = [f"bloasis.{x}" for x in ("market_regime.MarketRegimeService",
-                   "classification.ClassificationService", "strategy.StrategyService")]  # fmt: skip
+                   "classification.ClassificationService", "strategy.StrategyService",
+                   "backtesting.BacktestingService")]  # fmt: skip
     assert set(v1_services) <= set(srv.service_names)
     ch = grpc.aio.insecure_channel(srv.address)
     try:
@@ -89,7 +90,7 @@ async def test_every_original_method_answers_with_real_data(
             assert resp.status == health_pb2.HealthCheckResponse.SERVING, name
     finally:
         await ch.close()
-    assert len(srv.service_names) == 6
+    assert len(srv.service_names) == 8
     got = await _client(srv, user)
     assert {m: r["code"] for m, r in got.items()} == dict.fromkeys(got, "OK"), got
     assert len(got) == 11

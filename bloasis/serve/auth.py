@@ -74,6 +74,9 @@ WRITE_METHODS: Final = frozenset(
         "/bloasis.strategy.StrategyService/RunAIAnalysis",
         "/bloasis.strategy.StrategyService/UpdatePreferences",
         "/bloasis.strategy.v2.StrategyService/UpdatePreferences",
+        # Starts a computation (CPU for seconds to minutes, a stored row).
+        "/bloasis.backtesting.BacktestingService/RunBacktest",
+        "/bloasis.backtesting.v2.BacktestingService/RunBacktest",
     }
 )
 TOKEN_MIN_LEN: Final = 16

@@ -1,10 +1,12 @@
 """The gRPC server (grpc.aio): reads what the pipeline stored, never computes (SaveRegime and
-RunAIAnalysis, the write methods of v1, store what an operator or a user asked for).
+RunAIAnalysis, the write methods of v1, store what an operator or a user asked for; RunBacktest
+starts a backtest in a background thread and answers at once).
 
 One server, one port, both API versions:
-- v2 (`bloasis.<service>.v2`): `market_regime_v2`, `classification_v2`, `strategy_v2`;
+- v2 (`bloasis.<service>.v2`): `market_regime_v2`, `classification_v2`, `strategy_v2`,
+  `backtesting_v2`;
 - v1 (`bloasis.<service>`, the original BLOASIS contract served exactly): `market_regime_v1`,
-  `classification_v1`, `strategy_v1`, adapters over the same reads;
+  `classification_v1`, `strategy_v1`, `backtesting_v1`, adapters over the same reads;
 - `grpc.health.v1.Health` (the services and "" are SERVING while PostgreSQL answers; Redis is
   optional and does not count for them: the separate name `bloasis.cache` reports it,
   NOT_SERVING meaning degraded) and server reflection.
@@ -43,6 +45,8 @@ from bloasis.publish.events import freshness_alert_event
 from bloasis.regime.model import resolve_model
 from bloasis.regime.types import RegimeResult
 from bloasis.serve import (
+    backtesting_v1,
+    backtesting_v2,
     classification_v1,
     classification_v2,
     market_regime_v1,
@@ -216,6 +220,13 @@ class RegimeServer:
         self.add_service(market_regime_v1.SERVICE, self.market_regime_v1)
         self.add_service(classification_v1.SERVICE, self.classification_v1)
         self.add_service(strategy_v1.SERVICE, self.strategy_v1)
+        # Backtests: started in background threads, read from their stored rows (both versions
+        # share the runner: one limit on backtests running in this process).
+        self.backtests = backtesting_v2.Backtests(settings, self.store)
+        self.backtesting = backtesting_v2.BacktestingServicer(self.backtests)
+        self.backtesting_v1 = backtesting_v1.BacktestingServicer(self.backtests)
+        self.add_service(backtesting_v2.SERVICE, self.backtesting)
+        self.add_service(backtesting_v1.SERVICE, self.backtesting_v1)
 
     @property
     def service_names(self) -> list[str]:
@@ -403,6 +414,7 @@ class RegimeServer:
                 await self._stop_grpc(self.grace if grace is None else grace)
             await _bounded(self.refresher.stop(), "the store refresher")  # closes LISTEN
             await _bounded(self.market_regime_v1.drain(), "SaveRegime's relays")
+            self.backtests.close()
             for task in self._tasks:
                 await _bounded(task, f"task {task.get_name()}")
             await _bounded(self.store.aclose(), "the async Redis client")
