@@ -876,12 +876,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     )
     print(stored.report.get("execution", ""))
     print(report.markdown_table(stored.summary, names))
-    for label in ("in_sample", "out_of_sample"):
-        rows = {n: stored.report.get("samples", {}).get(n, {}).get(label) for n in names}
-        first = next((r for r in rows.values() if r), None)
-        if first:
-            print(f"\n{label.replace('_', ' ')}: {first['from']} to {first['to']}")
-            print(report.markdown_table({n: r or {} for n, r in rows.items()}, names))
+    for title, rows in report.sample_sections(stored.report, names):
+        print(f"\n{title}")
+        print(report.markdown_table(rows, names))
     for note in stored.report.get("notes", []):
         print(f"- {note}")
     if args.html:

@@ -101,3 +101,29 @@ def test_cli_backtest(stack_settings: Settings, stack_state_dir: Path, tmp_path:
     )  # fmt: skip
     assert bad.returncode == 1 and "backtest: commission: must be in [0, 0.1)" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_running_backtest_whose_process_died_reads_as_failed(stack_settings: Settings) -> None:
+    """A row left `running` by a stopped process (no progress for ABANDONED_AFTER) is reported
+    failed, saying why, instead of running forever."""
+    from datetime import UTC, datetime
+
+    db = get_engine(stack_settings)
+    live, dead = uuid.uuid4(), uuid.uuid4()
+    with db.begin() as conn:
+        for bid in (live, dead):
+            store.create(
+                conn, backtest_id=bid, inputs_key=f"test-{bid.hex}", spec={},
+                model_version="regime-v2-test", model_params={}, data_source="embedded",
+                data_snapshot_hash="h", code_version="t",
+            )  # fmt: skip
+        conn.execute(
+            text("UPDATE backtests SET updated_at = :t WHERE id = :i"),
+            {"t": datetime.now(UTC) - store.ABANDONED_AFTER * 2, "i": dead},
+        )
+    store.set_progress(db, live, 0.5, "decide: 1/2 sessions")
+    with db.connect() as conn:
+        a, b = store.get(conn, live), store.get(conn, dead)
+    assert a is not None and (a.status, a.progress, a.error) == ("running", 0.5, None)
+    assert b is not None and b.status == "failed"
+    assert b.error is not None and b.error.startswith("abandoned: no progress since")

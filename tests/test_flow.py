@@ -135,6 +135,7 @@ def test_prefect_deploy_all_registers_deployments(prefect_harness: None) -> None
     # Off until `bloasis up --replay` turns it on.
     assert asyncio.run(replay_schedules()) == [(30.0, False)]
     assert got["outbox-relay"][:2] == (1, "CANCEL_NEW")
+    assert got["strategy-backtest"] == (1, "ENQUEUE", [], "")  # on demand only
 
 
 def test_cli_run_json_prints_one_object(

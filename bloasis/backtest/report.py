@@ -60,13 +60,36 @@ def fmt(value: Any, kind: str) -> str:
 
 
 def markdown_table(summary: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> str:
+    """Measures down, portfolios across; a measure nobody has (a sample's trade counts) is
+    left out."""
     head = "| measure | " + " | ".join(names) + " |"
     rule = "|---|" + "---|" * len(names)
     rows = [
-        f"| {label} | " + " | ".join(fmt(summary[n].get(key), kind) for n in names) + " |"
+        f"| {label} | " + " | ".join(fmt(summary.get(n, {}).get(key), kind) for n in names) + " |"
         for key, label, kind in TABLE_MEASURES
+        if any(summary.get(n, {}).get(key) is not None for n in names)
     ]
     return "\n".join([head, rule, *rows])
+
+
+def sample_sections(
+    report: Mapping[str, Any], names: Sequence[str]
+) -> list[tuple[str, dict[str, Mapping[str, Any]]]]:
+    """(title, portfolio -> measures) of the in- and out-of-sample periods. None when all of
+    the range is in sample: the whole range's table says it all (and the notes why)."""
+    samples = report.get("samples", {})
+    split = {
+        label: {n: r for n in names if (r := samples.get(n, {}).get(label))}
+        for label in ("in_sample", "out_of_sample")
+    }
+    if not split["out_of_sample"]:
+        return []
+    out = []
+    for label, rows in split.items():
+        if rows:
+            first = next(iter(rows.values()))
+            out.append((f"{label.replace('_', ' ')}: {first['from']} to {first['to']}", rows))
+    return out
 
 
 def charts(
@@ -153,12 +176,8 @@ def html_page(
         "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in report.get("notes", [])) + "</ul>",
         _table_html(summary, names, "Whole range"),
     ]
-    for label in ("in_sample", "out_of_sample"):
-        rows = {n: report.get("samples", {}).get(n, {}).get(label, {}) for n in names}
-        first = next((r for r in rows.values() if r), None)
-        if first:
-            title_s = f"{label.replace('_', ' ')} ({first.get('from')} to {first.get('to')})"
-            parts.append(_table_html(rows, names, title_s))
+    for title_s, rows in sample_sections(report, names):
+        parts.append(_table_html(rows, names, title_s.capitalize()))
     for key, cap in (("equity", "Equity"), ("drawdown", "Drawdowns"), ("regimes", "Regimes")):
         if key in images:
             data = base64.b64encode(images[key]).decode()

@@ -7,7 +7,7 @@ import io
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
 import numpy as np
@@ -36,10 +36,19 @@ class StoredBacktest:
     finished_at: datetime | None
 
 
+# A running backtest writes progress at least once a wave of decisions (seconds apart); one
+# silent this long died with its process (a server or flow stopped) and is reported failed.
+ABANDONED_AFTER = timedelta(minutes=15)
+
+
 def _row(r: Any) -> StoredBacktest:
+    status, error = r.status, r.error
+    if status == "running" and datetime.now(UTC) - r.updated_at > ABANDONED_AFTER:
+        status = "failed"
+        error = f"abandoned: no progress since {r.updated_at.isoformat()} (its process stopped)"
     return StoredBacktest(
-        r.id, r.inputs_key, r.status, dict(r.spec), r.model_version, r.data_snapshot_hash,
-        float(r.progress), r.message, dict(r.summary), dict(r.report), r.error, r.created_at,
+        r.id, r.inputs_key, status, dict(r.spec), r.model_version, r.data_snapshot_hash,
+        float(r.progress), r.message, dict(r.summary), dict(r.report), error, r.created_at,
         r.finished_at,
     )  # fmt: skip
 
@@ -68,6 +77,7 @@ def create(
             data_snapshot_hash=data_snapshot_hash,
             code_version=code_version,
             created_at=datetime.now(UTC),
+            updated_at=datetime.now(UTC),
         )
     )
 
@@ -89,16 +99,17 @@ def set_progress(engine: Engine, backtest_id: uuid.UUID, progress: float, messag
         conn.execute(
             update(_BT)
             .where(_BT.c.id == backtest_id, _BT.c.status == "running")
-            .values(progress=progress, message=message)
+            .values(progress=progress, message=message, updated_at=datetime.now(UTC))
         )
 
 
 def fail(engine: Engine, backtest_id: uuid.UUID, error: str) -> None:
+    now = datetime.now(UTC)
     with engine.begin() as conn:
         conn.execute(
             update(_BT)
             .where(_BT.c.id == backtest_id)
-            .values(status="failed", error=error, finished_at=datetime.now(UTC))
+            .values(status="failed", error=error, finished_at=now, updated_at=now)
         )
 
 
@@ -136,6 +147,7 @@ def succeed(
             summary=summary,
             report=report,
             finished_at=datetime.now(UTC),
+            updated_at=datetime.now(UTC),
         )
     )
 
