@@ -19,6 +19,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from bloasis import __version__
@@ -154,6 +155,21 @@ def pictures(settings: Settings, stored: store.StoredBacktest) -> tuple[dict[str
     return images, report.html_page(title, stored.summary, stored.report, images)
 
 
+def _create(conn: Connection, bid: uuid.UUID, p: Prepared) -> None:
+    """The `running` row of a prepared backtest, with its inputs."""
+    store.create(
+        conn,
+        backtest_id=bid,
+        inputs_key=p.key,
+        spec=p.spec.canonical(),
+        model_version=p.model.version,
+        model_params=p.model.params.as_dict(),
+        data_source=p.md.source,
+        data_snapshot_hash=p.md.snapshot_hash(),
+        code_version=__version__,
+    )
+
+
 def run_backtest(
     req: BacktestRequest,
     *,
@@ -175,17 +191,7 @@ def run_backtest(
     bid = backtest_id or uuid.uuid4()
     with db.begin() as conn:
         if store.get(conn, bid) is None:
-            store.create(
-                conn,
-                backtest_id=bid,
-                inputs_key=p.key,
-                spec=p.spec.canonical(),
-                model_version=p.model.version,
-                model_params=p.model.params.as_dict(),
-                data_source=p.md.source,
-                data_snapshot_hash=p.md.snapshot_hash(),
-                code_version=__version__,
-            )
+            _create(conn, bid, p)
     last = [0.0]
 
     def on_progress(label: str, done: int, total: int) -> None:
@@ -242,19 +248,8 @@ def submit(
     if found is not None:
         return found.id, True
     bid = uuid.uuid4()
-    db = get_engine(settings)
-    with db.begin() as conn:
-        store.create(
-            conn,
-            backtest_id=bid,
-            inputs_key=p.key,
-            spec=p.spec.canonical(),
-            model_version=p.model.version,
-            model_params=p.model.params.as_dict(),
-            data_source=p.md.source,
-            data_snapshot_hash=p.md.snapshot_hash(),
-            code_version=__version__,
-        )
+    with get_engine(settings).begin() as conn:
+        _create(conn, bid, p)
 
     def work() -> None:
         try:

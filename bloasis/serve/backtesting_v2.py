@@ -17,7 +17,6 @@ A token bound to users (`sub=`) may start and read only backtests of its users' 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import threading
@@ -30,7 +29,7 @@ from decimal import Decimal
 from typing import Any, Final, TypeVar
 
 import grpc
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bloasis.app import backtest as app
 from bloasis.app import steps
@@ -311,35 +310,11 @@ class Backtests:
         return got
 
     async def _offload(self, fn: Callable[[], R], context: Any, what: str) -> R:
-        """`fn` on the submitter thread, bounded by the deadline; store trouble: UNAVAILABLE."""
-        remaining = context.time_remaining() if context is not None else None
-        timeout = SUBMIT_TIMEOUT_S if remaining is None else min(SUBMIT_TIMEOUT_S, remaining)
-        loop = asyncio.get_running_loop()
-        try:
-            return await asyncio.wait_for(
-                loop.run_in_executor(self._submitter, fn), max(timeout, 0.0)
-            )
-        except RequestError:
-            raise
-        except TimeoutError:
-            code = (
-                grpc.StatusCode.DEADLINE_EXCEEDED
-                if remaining is not None and timeout >= remaining
-                else grpc.StatusCode.UNAVAILABLE
-            )
-            raise RequestError(code, f"timed out while {what}; retry later") from None
-        except _UNAVAILABLE_ERRORS as exc:
-            log.warning("store unavailable while %s: %s", what, exc)
-            raise RequestError(
-                grpc.StatusCode.UNAVAILABLE,
-                f"the store is unavailable while {what} ({type(exc).__name__}); retry later",
-            ) from None
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise RequestError(
-                    grpc.StatusCode.UNAVAILABLE, f"connection lost while {what}; retry later"
-                ) from None
-            raise
+        """`fn` on the submitter thread (it loads market data: not the store pool's work),
+        bounded by SUBMIT_TIMEOUT_S and the deadline."""
+        return await self.store.call(
+            fn, context, what, executor=self._submitter, limit=SUBMIT_TIMEOUT_S
+        )
 
 
 # --- v2 messages -----------------------------------------------------------------------------

@@ -55,14 +55,25 @@ class StoreAccess:
             )
         return engine_for(self.settings.require("database_url"))
 
-    async def call(self, fn: Callable[[], R], context: Any, what: str) -> R:
-        """Run `fn` (blocking, PostgreSQL) in a thread; store trouble becomes UNAVAILABLE."""
+    async def call(
+        self,
+        fn: Callable[[], R],
+        context: Any,
+        what: str,
+        *,
+        executor: ThreadPoolExecutor | None = None,
+        limit: float | None = None,
+    ) -> R:
+        """Run `fn` (blocking, PostgreSQL) in a thread (`executor`, default the store pool),
+        within `limit` seconds (default BLOASIS_STORE_TIMEOUT) and the call's deadline; store
+        trouble becomes UNAVAILABLE."""
         remaining = context.time_remaining() if context is not None else None
-        timeout = self.store_timeout if remaining is None else min(self.store_timeout, remaining)
+        bound = self.store_timeout if limit is None else limit
+        timeout = bound if remaining is None else min(bound, remaining)
         loop = asyncio.get_running_loop()
         try:
             return await asyncio.wait_for(
-                loop.run_in_executor(self.executor, fn), max(timeout, 0.0)
+                loop.run_in_executor(executor or self.executor, fn), max(timeout, 0.0)
             )
         except RequestError:
             raise
