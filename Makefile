@@ -7,7 +7,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 PREFECT_HOME ?= $(CURDIR)/.bloasis/prefect
 export PREFECT_HOME
 
-.PHONY: install browser h2load run stop up down test lint proto proto-check clean soak bench bench-quick
+.PHONY: install browser h2load run stop up down test test-unit lint proto proto-check clean soak bench bench-quick
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required, found " + sys.version.split()[0] + " (set PYTHON=python3.11)")'
@@ -38,7 +38,7 @@ run: install
 # `make up LIVE=replay REPLAY=2022-11-01:2022-12-28 REPLAY_EVERY=15` plays live market data from
 # a local provider (FRED/Yahoo formats) that publishes one session every 15 s.
 up: install
-	$(BIN)/bloasis up $(if $(LIVE),--live $(LIVE)) $(if $(REPLAY),--replay $(REPLAY)) $(if $(REPLAY_EVERY),--replay-every $(REPLAY_EVERY))
+	$(BIN)/bloasis up $(if $(WORKERS),--workers $(WORKERS)) $(if $(LIVE),--live $(LIVE)) $(if $(REPLAY),--replay $(REPLAY)) $(if $(REPLAY_EVERY),--replay-every $(REPLAY_EVERY))
 
 down:
 	@if [ -x $(BIN)/bloasis ]; then $(BIN)/bloasis down; else echo "nothing installed, nothing to stop"; fi
@@ -70,6 +70,11 @@ browser:
 # pytest exits 5 when it collected no test: make treats that as a failure too.
 test: install lint proto-check browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The fast tier: the tests that need no server and take under a second or so (pure logic;
+# under a minute in all). `make test` runs everything, these included.
+test-unit: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not servers and not slow" $(PYTEST_ARGS)
 
 # Full-size load and soak of the gRPC server (make test runs a reduced one).
 soak: install

@@ -163,6 +163,7 @@ def run(size: str = "full", settings: Settings | None = None) -> list[dict[str, 
                 idempotence=s.kafka_idempotence,
                 batch_size=s.relay_batch_size,
                 options=options,
+                own_process=True,  # as `bloasis relay` runs it
             )
         )
         with engine.connect() as conn:

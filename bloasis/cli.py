@@ -334,7 +334,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
     settings = load_settings()
     if not args.once:
         return _relay_loop(settings, args.interval, args.max_events)
-    stats = run_relay(settings, max_events=args.max_events)
+    stats = run_relay(settings, max_events=args.max_events, own_process=True)
     print(
         f"published {stats.published} events in {stats.batches} batches "
         f"({stats.seconds:.2f}s); {stats.pending} pending"
@@ -371,7 +371,7 @@ def _relay_loop(settings: Settings, interval: float, max_events: int | None) -> 
     try:
         while not stop.is_set():
             try:
-                stats = run_relay(settings, max_events=max_events)
+                stats = run_relay(settings, max_events=max_events, own_process=True)
                 if stats.published:
                     log.info("published %d events, %d pending", stats.published, stats.pending)
             except RelayError as exc:
@@ -576,7 +576,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             extras["BLOASIS_REPLAY_END"] = settings.replay_end.isoformat()
     # Flow runs read these from the env file (the worker points them at this state dir).
     stack.write_env(state_dir, env | extras)
-    urls = local.up(settings, say, live)
+    if args.workers < 0:
+        raise CliError(f"--workers must be >= 0, got {args.workers}")
+    urls = local.up(settings, say, live, workers=args.workers)
     print()
     for name, url in urls.items():
         print(f"  {name:<12} {url}")
@@ -657,7 +659,8 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             reg_row = latest_regime(conn, mv)
             runs = conn.execute(
                 text(
-                    "SELECT DISTINCT ON (flow) flow, status, as_of, started_at, finished_at "
+                    "SELECT DISTINCT ON (flow) flow, status, as_of, started_at, finished_at, "
+                    "result -> 'optimiser_fallbacks' AS fallbacks "
                     "FROM pipeline_runs ORDER BY flow, started_at DESC"
                 )
             ).all()
@@ -685,6 +688,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                         "as_of": r.as_of.isoformat() if r.as_of else None,
                         "started_at": r.started_at.isoformat(),
                         "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+                        "optimiser_fallbacks": r.fallbacks or {},
                     }
                     for r in runs
                 ],
@@ -764,6 +768,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(
             f"last run  {r['flow']:<16} {r['status']:<10} as-of {r['as_of']} at {r['started_at']}"
         )
+        for profile, why in r.get("optimiser_fallbacks", {}).items():
+            print(
+                f"  WARNING {profile}: volatility-targeted weights only, the optimiser fell "
+                f"back ({why.get('kind')}): {why.get('note')}"
+            )
     return 0
 
 
@@ -1092,6 +1101,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay: live market data from a local provider (FRED and Yahoo formats) that"
         " publishes the --replay span one session at a time; ingest and pipeline pick it up",
     )
+    up.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="a Dask cluster (one scheduler, N worker processes) takes the flows' user fan-out"
+        " (BLOASIS_TASK_RUNNER=dask, BLOASIS_DASK_ADDRESS)",
+    )
     up.set_defaults(func=cmd_up)
     dn = sub.add_parser("down", help="stop everything `up` started (worker, Prefect, gRPC, stack)")
     dn.set_defaults(func=cmd_down)
@@ -1182,7 +1199,8 @@ EXAMPLES: dict[str, str] = {
     "cache": "bloasis cache\nbloasis cache 'strategy:*' --show",
     "serve": "bloasis serve\nbloasis serve --background --address 127.0.0.1:50051\n"
     "bloasis serve --processes 2",
-    "up": "bloasis up\nbloasis up --replay 2007-06-01:2009-06-30 --replay-every 20\n"
+    "up": "bloasis up\nbloasis up --workers 2\n"
+    "bloasis up --replay 2007-06-01:2009-06-30 --replay-every 20\n"
     "bloasis up --live replay --replay 2022-11-01:2022-12-28 --replay-every 15",
     "down": "bloasis down",
     "stop": "bloasis stop",

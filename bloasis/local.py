@@ -490,9 +490,49 @@ def check_replay_state(settings: Settings, start: date | None = None) -> None:
         )
 
 
-def up(settings: Settings, say: Progress, live: LiveReplay | None = None) -> dict[str, str]:
+def _dask(settings: Settings, workers: int, records: dict[str, Any], say: Progress) -> str:
+    """The local Dask cluster's address (started unless its scheduler still runs with as many
+    workers); flows then fan users out to it."""
+    from bloasis import dask_cluster
+
+    sched = records.get(dask_cluster.SCHEDULER)
+    names = dask_cluster.worker_names(workers)
+    if (
+        sched is not None
+        and _alive(sched)
+        and all(n in records and _alive(records[n]) for n in names)
+    ):
+        address = str(sched["address"])
+        say(f"dask cluster: running on {address} ({workers} workers)")
+        return address
+    _stop_dask(records)
+    try:
+        address, started = dask_cluster.start(settings.state_dir, workers, say)
+    except dask_cluster.ClusterError as exc:
+        raise LocalError(str(exc)) from exc
+    started[dask_cluster.SCHEDULER]["address"] = address
+    records.update(started)
+    _save_records(settings, records)
+    return address
+
+
+def _stop_dask(records: dict[str, Any]) -> list[str]:
+    """Workers first (they would reconnect), then the scheduler."""
+    stopped = []
+    names = sorted(n for n in records if n.startswith("dask-worker-"))
+    for name in [*names, "dask-scheduler"]:
+        rec = records.pop(name, None)
+        if rec is not None and _stop_process(rec):
+            stopped.append(name)
+    return stopped
+
+
+def up(
+    settings: Settings, say: Progress, live: LiveReplay | None = None, workers: int = 0
+) -> dict[str, str]:
     """Start what is not running; idempotent. Returns the URLs to print. `live`: the local
-    provider plays the market (`bloasis up --live replay`)."""
+    provider plays the market (`bloasis up --live replay`); `workers`: a Dask cluster of that
+    many worker processes takes the user fan-out (BLOASIS_DASK_ADDRESS for the flows)."""
     records = _records(settings)
     root = project_root()
     penv = prefect_env(settings)
@@ -530,13 +570,21 @@ def up(settings: Settings, say: Progress, live: LiveReplay | None = None) -> dic
     configure_replay(settings, say)
     configure_live_replay(settings, live, say)
 
+    dask_env: dict[str, str] = {}
+    if workers:
+        address = _dask(settings, workers, records, say)
+        dask_env = {"BLOASIS_TASK_RUNNER": "dask", "BLOASIS_DASK_ADDRESS": address}
     rec = records.get("worker")
+    if rec is not None and _alive(rec) is not None and rec.get("dask_env", {}) != dask_env:
+        _stop_process(rec, signals=2)  # started for another cluster: its flows must use this one
+        rec = None
     if rec is None or _alive(rec) is None:
-        env = {**penv, "BLOASIS_STATE_DIR": state}
+        env = {**penv, "BLOASIS_STATE_DIR": state, **dask_env}
         if live is not None:  # pick up each scheduled ingest promptly (default: every 10 s)
             env["PREFECT_WORKER_QUERY_SECONDS"] = "2"
         cmd = [_prefect_bin(), "worker", "start", "--pool", POOL, "--type", "process"]
         rec = _start_process(settings, "worker", cmd, env, root)
+        rec["dask_env"] = dask_env
         records["worker"] = rec
         _save_records(settings, records)
         say(f"worker: started (pid {rec['pid']})")
@@ -550,6 +598,7 @@ def up(settings: Settings, say: Progress, live: LiveReplay | None = None) -> dic
         "gRPC": settings.grpc_address,
         "logs": str(settings.state_dir),
     }
+    urls |= {"Dask scheduler": dask_env["BLOASIS_DASK_ADDRESS"]} if dask_env else {}
     return urls | ({"provider": live.url} if live is not None else {})
 
 
@@ -563,6 +612,7 @@ def down(settings: Settings) -> list[str]:
         rec = records.pop(name, None)
         if rec is not None and _stop_process(rec, signals=signals):
             stopped.append(name)
+    stopped += _stop_dask(records)
     if _record_path(settings).is_file():
         _save_records(settings, records)
     stopped += stack.down(settings.state_dir)

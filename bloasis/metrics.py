@@ -69,6 +69,28 @@ FRESHNESS_ALERTS: Final = Counter(
     "bloasis_freshness_alerts", "Freshness alert events queued (one per breach)"
 )
 
+# --- cache reads ------------------------------------------------------------------------------
+
+REDIS_UNAVAILABLE: Final = Counter(
+    "bloasis_redis_unavailable",
+    "Redis reads that failed because Redis did not answer (served from the next layer)",
+    ["what"],
+)
+CACHE_UNREADABLE: Final = Counter(
+    "bloasis_cache_unreadable",
+    "Cached values that could not be read (a bad value, or a bug reading it), by error",
+    ["error"],
+)
+
+# --- pipeline --------------------------------------------------------------------------------
+
+OPTIMISER_FALLBACKS: Final = Counter(
+    "bloasis_optimiser_fallbacks",
+    "Profile books whose risk-parity proposal fell back to volatility-targeted weights, by "
+    "profile and reason (few_assets, solver_failed)",
+    ["profile", "reason"],
+)
+
 # --- relay -------------------------------------------------------------------------------------
 
 OUTBOX_BACKLOG: Final = Gauge(

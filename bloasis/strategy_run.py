@@ -74,6 +74,8 @@ class TierOutcome:
     # recomputed (the data was revised since): profile -> what differs. Users derived from
     # the recomputed book could not be expanded with the stored one, so none may be.
     stale_books: dict[str, str] = field(default_factory=dict)
+    # Profiles whose optimiser fell back to volatility-targeted weights: profile -> reason.
+    optimiser_fallbacks: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def compute_and_store_tiers(
@@ -135,8 +137,13 @@ def compute_and_store_tiers(
         n_signals = outbox.enqueue(conn, signal_events)
         if sectors_new or n_strat:
             outbox.notify_results(conn, f"strategy:{as_of.isoformat()}")
+    fallbacks = {
+        p: {"kind": b.optimiser_fallback, "note": b.optimiser_note}
+        for p, b in books.items()
+        if b.optimiser_fallback
+    }
     return TierOutcome(
-        analysis, books, sectors_new, n_strat, n_events, quarantined, n_signals, stale
+        analysis, books, sectors_new, n_strat, n_events, quarantined, n_signals, stale, fallbacks
     )
 
 

@@ -8,7 +8,10 @@ from bloasis.app.steps import relay_now
 from bloasis.config import load_settings
 
 
-@flow(name="outbox-relay", retries=2, retry_delay_seconds=10)
+# No flow retries: `relay_pending` is the relay's one retry layer (3 attempts with backoff);
+# retrying the flow as well would multiply them (up to 9). A relay that gives up leaves the
+# events in the outbox for the next scheduled run.
+@flow(name="outbox-relay", retries=0)
 async def outbox_relay(max_events: int | None = None) -> dict[str, float]:
     stats = await relay_now(load_settings(), max_events=max_events)
     get_run_logger().info(

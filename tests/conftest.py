@@ -29,11 +29,30 @@ from bloasis.config import Settings  # noqa: E402
 from bloasis.store.models import Base  # noqa: E402
 from tests.grpc_harness import Harness  # noqa: E402
 
+# A test that uses one of these (directly or through its fixtures) talks to real servers.
+SERVER_FIXTURES = frozenset(
+    {"stack_state_dir", "stack_settings", "engine", "clean_db", "prefect_harness", "harness"}
+)
+# Modules whose tests start servers or processes of their own (the fast tier leaves them out).
+SERVER_MODULES = frozenset(
+    {
+        "test_bench_grpc_users", "test_bench_pipeline", "test_bench_backfill", "test_cli",
+        "test_serve_group", "test_faults", "test_stack", "test_local", "test_ui_e2e",
+        "test_soak", "test_flow", "test_flow_backtest", "test_deployments_material",
+        "test_live_replay_e2e", "test_bench_suite", "test_network", "test_dask_cluster",
+    }
+)  # fmt: skip
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests against the real FRED and Yahoo services (marker `network`) run only when asked
-    for with BLOASIS_NETWORK_TESTS=1: CI and these machines have no internet. They are
-    deselected otherwise (listed as deselected, never skipped)."""
+    """Marks `servers` on tests that talk to real servers (`make test-unit` runs the others:
+    the fast tier). Tests against the real FRED and Yahoo services (marker `network`) run only
+    when asked for with BLOASIS_NETWORK_TESTS=1: CI and these machines have no internet. They
+    are deselected otherwise (listed as deselected, never skipped)."""
+    for item in items:
+        module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) or module in SERVER_MODULES:
+            item.add_marker(pytest.mark.servers)
     if os.environ.get("BLOASIS_NETWORK_TESTS") == "1":
         return
     network = [i for i in items if i.get_closest_marker("network")]

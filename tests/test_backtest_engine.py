@@ -53,6 +53,7 @@ def test_decision_sessions_weekly_monthly_daily(md: MarketData) -> None:
     assert len(daily) == 5  # 20, 21, 22, 23, 27: the 28th would execute after the end
 
 
+@pytest.mark.slow
 def test_decisions_equal_the_daily_runs_on_sample_sessions(md: MarketData) -> None:
     """Regime, books and strategies as of D from the backtest's cut data and memoised
     optimiser equal what the daily run computes from the whole data for D."""
@@ -152,6 +153,7 @@ def test_bar_levels_gap_and_stop_first() -> None:
     assert r2.equity[-1, 0] == pytest.approx(10 * 95) and int(r2.tiers[0]) == 0
 
 
+@pytest.mark.slow
 def test_fixed_weight_curve_equals_vectorbt(md: MarketData) -> None:
     weights = {"AAPL": 0.3, "KO": 0.25, "XOM": 0.2, "JPM": 0.1}
     costs = Costs(0.0005, 0.001)
@@ -219,6 +221,7 @@ def test_bad_input_names_the_field(md: MarketData, kw: dict[str, object], field:
         Portfolio.of_profile("reckless")
 
 
+@pytest.mark.slow
 def test_a_short_backtest_has_real_figures_and_every_report_part(md: MarketData) -> None:
     r = engine.run(md, _spec(rebalance="weekly", symbols=()), MODEL)
     assert r.names == ["moderate", *engine.BENCHMARKS]

@@ -38,6 +38,9 @@ REQUIRED = [
     "ingest_daily_500",
     "ingest_catchup_20",
     "regime_vs_peers",
+    "backtest_vs_reference",
+    "backtest_3_profiles_1990_2022",
+    "backtest_users_1000",
 ]
 SHAPE = {"name", "value", "unit", "compared_to", "baseline_value", "ratio", "target", "met"}
 
@@ -100,10 +103,11 @@ def test_grpc_serving_tiny_compares_equal_responses() -> None:
     by_name = {e["name"]: e for e in entries}
     assert by_name["grpc_regime_vs_redis_per_call"]["compared_to"].startswith("cache-aside")
     # The comparison servers return the product's bytes: same sizes but for the served_at stamp
-    # (+-1) and served_from ("snapshot" is 3 bytes longer than "redis").
+    # (+-1), served_from ("snapshot" is 3 bytes longer than "redis"), and a user's answer being
+    # a shared body plus the user's ids (the `strategy` field's tag and length once more: 2).
     for e in entries:
         sizes = e["response_bytes"]
-        assert max(sizes.values()) - min(sizes.values()) <= 1 + len("snapshot") - len("redis")
+        assert max(sizes.values()) - min(sizes.values()) <= 1 + len("snapshot") - len("redis") + 2
 
 
 def test_freshness_tiny_sees_every_commit_on_both_paths() -> None:

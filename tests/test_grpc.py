@@ -175,7 +175,8 @@ async def test_current_regime_is_latest_as_of_from_snapshot(
     await _until(lambda: srv.refresher.listening, "LISTEN", 5)  # else the NOTIFY is missed
     await _seed(s, [(d + timedelta(days=1), "crisis")])
     await _until(lambda: srv.refresher.notifications > 0, "the notification", 3)
-    await asyncio.sleep(0.2)
+    # The round it asked for has read the store: "still the old one" is then a result.
+    await _until(srv.refresher.caught_up, "the round after the notification", 3)
     resp = await stub.GetCurrentRegime(mr_pb.GetCurrentRegimeRequest(user_id="alice"), timeout=5)
     assert (resp.regime.as_of, resp.served_from) == ("2024-03-03", "snapshot")
 
@@ -299,8 +300,8 @@ async def test_notify_updates_snapshot_and_watchers(
         return r.regime.as_of
 
     await _seed(s, [(date(2024, 4, 2), "bear")])
-    elapsed = await _until(lambda: _eq(current_as_of(), "2024-04-02"), "the snapshot to update", 3)
-    assert elapsed < 1.0, f"snapshot took {elapsed:.2f}s after commit"
+    # How soon after the commit is measured by bench freshness_p99, not asserted here.
+    await _until(lambda: _eq(current_as_of(), "2024-04-02"), "the snapshot to update", 3)
     for call in (watch, changes_only):
         upd = await asyncio.wait_for(call.read(), 2)
         assert (upd.regime.as_of, upd.regime.regime, upd.previous_regime) == (
@@ -369,7 +370,7 @@ async def test_an_idle_listen_connection_does_not_wake_the_loop(
     url = stack_settings.require("database_url")
     async with _refresher(url, poll_interval=60.0, listen_check_interval=60.0) as r:
         await _until(lambda: r.listening, "LISTEN", 5)
-        await asyncio.sleep(0.2)  # the catch-up round after LISTEN
+        await _until(r.caught_up, "the catch-up round after LISTEN", 3)
         loop = asyncio.get_running_loop()
         armed: list[Any] = []
         add_reader = loop.add_reader
@@ -404,7 +405,8 @@ async def test_liveness_checks_lose_no_notification(stack_settings: Settings) ->
             await asyncio.to_thread(_notify, url)
             await asyncio.sleep(0.01)
         await _until(lambda: r.notifications == 20, "20 notifications", 5)
-        await asyncio.sleep(0.2)
+        checks = r.liveness_checks
+        await _until(lambda: r.liveness_checks >= checks + 3, "three more liveness checks", 5)
         assert (r.notifications, r.listening, r.listen_pid) == (20, True, pid)
 
 
@@ -417,11 +419,11 @@ async def test_the_poll_is_a_backstop_while_listen_works(stack_settings: Setting
         _refresher(nowhere, poll_interval=0.1, listening_poll_interval=60.0) as down,
     ):
         await _until(lambda: works.listening, "LISTEN", 5)
-        await asyncio.sleep(0.3)  # the catch-up round after LISTEN
+        await _until(works.caught_up, "the catch-up round after LISTEN", 3)
         a, b = works.rounds, down.rounds
-        await asyncio.sleep(1.0)
-        assert works.rounds == a  # LISTEN works: no polling every 0.1 s
-        assert down.rounds >= b + 5  # no LISTEN: every 0.1 s
+        # No LISTEN: a round every 0.1 s. Meanwhile the one with LISTEN polls not once.
+        await _until(lambda: down.rounds >= b + 5, "five polling rounds without LISTEN", 5)
+        assert works.rounds == a
         # LISTEN lost: a round at once (not after the 60 s backstop).
         pid = works.listen_pid
         assert pid is not None

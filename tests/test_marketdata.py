@@ -198,6 +198,7 @@ def test_as_of_is_prefix(md: MarketData) -> None:
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(d=st.dates(min_value=date(1990, 1, 1), max_value=date(2023, 1, 10)))
+@pytest.mark.slow
 def test_load_end_equals_as_of(md: MarketData, d: date) -> None:
     # Loading only what was published by D gives exactly the first rows of the full history:
     # appending later data never changes earlier rows (credit forward fill, VIX proxy, yields).
@@ -488,13 +489,11 @@ def test_synthetic_source_point_in_time() -> None:
     assert src.load(start=d).first_date == date(2011, 6, 15)
 
 
+@pytest.mark.slow
 def test_synthetic_scale() -> None:
-    t = time.perf_counter()
-    u = generate(5000, 10, seed=11)
-    elapsed = time.perf_counter() - t
+    u = generate(5000, 10, seed=11)  # its speed: bench pipeline_5000x10y
     md = u.data
     assert md.closes.shape == (len(md.index), 5000) and len(md.index) > 2500
-    assert elapsed < 20  # ~3 s here (page faults dominate); budget "a couple of seconds"
     assert np.isfinite(md.market["index_close"]).all()
 
 

@@ -755,6 +755,7 @@ class socket_port:
         self.sock.close()
 
 
+@pytest.mark.slow
 def test_main_serves_steps_and_stops_on_sigterm() -> None:
     cmd = [
         sys.executable,

@@ -57,6 +57,7 @@ def test_every_label_reachable_and_outputs_in_range(frame: pd.DataFrame) -> None
     assert (frame.loc[med, "risk_level"] == "medium").all()
 
 
+@pytest.mark.slow
 def test_result_fields_and_reasoning(md: MarketData) -> None:
     r = classify_as_of(
         md.market, date(2008, 10, 10), trigger="manual", run_id=RUN, model_version="t",
@@ -93,6 +94,7 @@ def test_not_a_session_is_an_error(md: MarketData) -> None:
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(i=st.integers(min_value=250, max_value=8312))
+@pytest.mark.slow
 def test_point_in_time_full_history_equals_cut(md: MarketData, frame: pd.DataFrame, i: int) -> None:
     """The full-history label for D equals classifying only data up to D, and appending later
     data (here: the rest of history) never changes an earlier result."""
@@ -102,6 +104,7 @@ def test_point_in_time_full_history_equals_cut(md: MarketData, frame: pd.DataFra
     pd.testing.assert_frame_equal(cut, frame.loc[:d])
 
 
+@pytest.mark.slow
 def test_future_shock_does_not_leak(md: MarketData) -> None:
     """Corrupting every row after D (a crash to 1% of the price) leaves D's result unchanged."""
     d = pd.Timestamp("2007-06-29")

@@ -49,6 +49,7 @@ def _cut(close: pd.Series, d: str) -> pd.Series:
         "2020-03-16",  # mid-year, the COVID low week
     ],
 )
+@pytest.mark.slow
 def test_labels_on_cut_data_equal_full_history(
     close: pd.Series, full: pd.DataFrame, d: str
 ) -> None:
@@ -85,6 +86,7 @@ def test_features_are_causal(close: pd.Series) -> None:
 # -- deterministic ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_runs_are_identical(close: pd.Series, full: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(jump_model_bear(close), full)
 

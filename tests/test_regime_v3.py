@@ -59,6 +59,7 @@ def _results(frame: pd.DataFrame, start: str, end: str) -> dict[date, object]:
     return {r.as_of: r for r in rs}
 
 
+@pytest.mark.slow
 def test_2009_rebound_is_recognised_within_weeks_not_months(
     v3: pd.DataFrame, v2: pd.DataFrame
 ) -> None:
@@ -135,6 +136,7 @@ def test_without_a_credit_series_the_rebound_alone_decides_and_says_so(md: Marke
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(i=st.integers(min_value=150, max_value=8312))
+@pytest.mark.slow
 def test_point_in_time_full_history_equals_cut(md: MarketData, v3: pd.DataFrame, i: int) -> None:
     d = md.market.index[i]
     cut = classify_frame(md.as_of(d).market, DEFAULT_V3_PARAMS)
@@ -152,6 +154,7 @@ def test_future_shock_does_not_leak(md: MarketData, v3: pd.DataFrame) -> None:
     assert not shocked.loc[d:, "regime"].equals(v3.loc[d:, "regime"])
 
 
+@pytest.mark.slow
 def test_selection_picks_the_shipped_defaults_and_reads_nothing_after_2006(
     md: MarketData,
 ) -> None:

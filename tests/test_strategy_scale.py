@@ -8,6 +8,8 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
+
 from bloasis.marketdata import SyntheticSource
 from bloasis.regime.types import RegimeResult
 from bloasis.strategy.engine import build_profile_book
@@ -16,6 +18,7 @@ from bloasis.strategy.types import GICS_SECTORS, PROFILES, UserPreferences
 from bloasis.strategy.users import derive_many
 
 
+@pytest.mark.slow
 def test_profile_books_and_100k_users_on_a_large_universe() -> None:
     md = SyntheticSource(500, 10, seed=1).load()
     d = md.last_date

@@ -179,14 +179,16 @@ def test_optimiser_proposal_and_fallback(monkeypatch: pytest.MonkeyPatch) -> Non
     assert p.weights is not None and np.isnan(p.weights[3])
     assert np.nansum(p.weights) == pytest.approx(1.0) and "risk-parity" in p.note
 
+    from cvxpy import SolverError
+
     class Broken:
         def fit(self, x: object) -> Broken:
-            raise RuntimeError("solver exploded\nwith details")
+            raise SolverError("solver exploded\nwith details")
 
     monkeypatch.setattr("skfolio.optimization.RiskBudgeting", Broken)
     failed = risk_parity(closes)
-    assert failed.weights is None
+    assert failed.weights is None and failed.fallback == "solver_failed"
     assert failed.note == (
-        "optimiser failed (RuntimeError: solver exploded); volatility-targeted weights only"
+        "optimiser failed (SolverError: solver exploded); volatility-targeted weights only"
     )
     assert risk_parity(closes[:, 3:]).weights is None  # fewer than two symbols covered

@@ -115,6 +115,7 @@ universes = st.tuples(
 
 @settings(max_examples=60, deadline=None)
 @given(key=universes, prefs=st.lists(preferences(), min_size=1, max_size=5))
+@pytest.mark.slow
 def test_user_strategies_keep_every_invariant(
     key: tuple[int, int, str, str, int], prefs: list[UserPreferences]
 ) -> None:

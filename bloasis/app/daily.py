@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import pandas as pd
 from sqlalchemy import Engine
 
-from bloasis import calendar, pipeline, strategy_run
+from bloasis import calendar, metrics, pipeline, strategy_run
 from bloasis.app import steps
 from bloasis.clock import market_now
 from bloasis.config import Settings, load_settings, parse_universe
@@ -436,6 +436,12 @@ async def _session(
         t = time.perf_counter()
         tier = steps.sectors_and_profiles(settings, md, stored, run_id, historical)
         timings["tiers_s"] = time.perf_counter() - t
+        for profile, why in tier.optimiser_fallbacks.items():
+            logger.warning(
+                "%s: the optimiser fell back to volatility-targeted weights (%s): %s",
+                profile, why["kind"], why["note"],
+            )  # fmt: skip
+            metrics.OPTIMISER_FALLBACKS.labels(profile, why["kind"]).inc()
         t = time.perf_counter()
         prefs = steps.load_users(settings, req.users)
         if prefs and tier.stale_books:
@@ -464,6 +470,8 @@ async def _session(
             "user_events_queued": users_out.events,
             # One per signal, as the original executor consumes them (profiles and users).
             "signal_events_queued": tier.signal_events + users_out.signal_events,
+            # Never silent: `bloasis status` shows it from the run's stored result.
+            "optimiser_fallbacks": tier.optimiser_fallbacks,
         }
         logger.info(
             "sectors %s; %d profile strategies stored; %d users, %d written, %d events",

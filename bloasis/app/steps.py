@@ -146,7 +146,9 @@ def publish_run(
     )
 
 
-async def relay_now(settings: Settings, *, max_events: int | None = None) -> RelayStats:
+async def relay_now(
+    settings: Settings, *, max_events: int | None = None, own_process: bool = False
+) -> RelayStats:
     """Publish pending outbox events (the relay's own retry policy applies: `relay_pending`)."""
     return await relay_pending(
         get_engine(settings),
@@ -155,12 +157,15 @@ async def relay_now(settings: Settings, *, max_events: int | None = None) -> Rel
         batch_size=settings.relay_batch_size,
         max_events=max_events,
         options=client_options(settings),
+        own_process=own_process,
     )
 
 
-def run_relay(settings: Settings, *, max_events: int | None = None) -> RelayStats:
-    """`relay_now` for callers without an event loop (the CLI)."""
-    return asyncio.run(relay_now(settings, max_events=max_events))
+def run_relay(
+    settings: Settings, *, max_events: int | None = None, own_process: bool = False
+) -> RelayStats:
+    """`relay_now` for callers without an event loop (the CLI: `own_process`)."""
+    return asyncio.run(relay_now(settings, max_events=max_events, own_process=own_process))
 
 
 async def relay_outbox(settings: Settings) -> str:

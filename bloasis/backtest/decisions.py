@@ -102,7 +102,7 @@ class SharedProposals:
         p, by = got
         if p.weights is None:
             return p
-        return Proposal(np.array([by[s] for s in symbols], dtype=np.float64), p.note)
+        return Proposal(np.array([by[s] for s in symbols], dtype=np.float64), p.note, p.fallback)
 
 
 @dataclass(frozen=True)

@@ -116,14 +116,20 @@ async def relay_pending(
     backoff_s: float = 0.5,
     max_events: int | None = None,
     options: Mapping[str, Any] | None = None,
+    own_process: bool = False,
 ) -> RelayStats:
-    """Publish what is pending now and return; raises RelayError when the broker stays down."""
+    """Publish what is pending now and return; raises RelayError when the broker stays down.
+
+    This is the relay's one retry layer (`attempts`, with backoff): its callers — the flows,
+    the pipeline's relay task, the CLI loop — do not retry it again. `own_process`: the caller
+    is a process of its own (`bloasis relay`), so the relay may defer the cyclic GC's full
+    collections (process-wide) while it runs; elsewhere (a flow's process) GC is left alone."""
     t0 = time.perf_counter()
     last_exc: Exception | None = None
     for attempt in range(1, attempts + 1):
         try:
             published, batches = await _relay(
-                engine, bootstrap, idempotence, batch_size, max_events, options
+                engine, bootstrap, idempotence, batch_size, max_events, options, own_process
             )
             with engine.connect() as conn:
                 pending = outbox.backlog(conn)
@@ -173,6 +179,7 @@ async def _relay(
     batch_size: int,
     max_events: int | None,
     options: Mapping[str, Any] | None,
+    defer_gc: bool,
 ) -> tuple[int, int]:
     with engine.connect() as conn:
         if outbox.backlog(conn) == 0:
@@ -181,7 +188,7 @@ async def _relay(
     producer = make_producer(bootstrap, idempotence=idempotence, options=options)
     await asyncio.wait_for(producer.start(), timeout=15)
     try:
-        with _full_collections_deferred():
+        with _full_collections_deferred() if defer_gc else contextlib.nullcontext():
             published, batches = await _relay_batches(engine, producer, batch_size, max_events)
     finally:
         # Bounded: with the broker gone, stop() must not hold the relay (nor mask its error).

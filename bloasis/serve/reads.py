@@ -52,7 +52,7 @@ from bloasis.serve.readthrough import (
     SnapshotLayer,
 )
 from bloasis.serve.snapshot import Snapshot, StoreRefresher
-from bloasis.serve.store_access import StoreAccess
+from bloasis.serve.store_access import UNREADABLE, StoreAccess
 from bloasis.serve.validation import RequestError, invalid, not_found, show
 from bloasis.store.regimes import current_regime, override_version, regime_at
 from bloasis.store.strategies import (
@@ -96,13 +96,14 @@ def as_of_text(as_of: date | None) -> str:
 
 
 def parse_json(raw: object, msg: Any, what: str) -> Any | None:
-    """A Redis value as a message, or None (missing, or not parseable: logged, a cache miss)."""
+    """A Redis value as a message, or None (missing, or unreadable: a cache miss, counted and
+    logged once per value as unreadable, not as Redis being unavailable)."""
     if not isinstance(raw, bytes | str) or not raw:
         return None
     try:
         return json_format.Parse(raw, msg, ignore_unknown_fields=True)
     except json_format.ParseError as exc:
-        log.warning("ignoring unparseable Redis value for %s: %s", what, exc)
+        UNREADABLE.note_value(what, raw, exc)  # counted; logged once per value
         return None
 
 

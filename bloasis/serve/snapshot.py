@@ -186,19 +186,32 @@ class StoreRefresher:
         self._round_lock = asyncio.Lock()
         self.listening = False
         self.listen_pid: int | None = None  # the LISTEN connection's backend, while connected
+        # Observable progress (tests wait on these rather than sleeping): rounds started and
+        # completed (serialised, so round n completes before round n + 1 starts), LISTEN
+        # liveness checks made.
         self.notifications = 0
+        self.rounds_started = 0
         self.rounds = 0
+        self.round_at_poke = 0  # rounds started when the last poke came
+        self.liveness_checks = 0
 
     def track(self, snapshot: Snapshot[T], loader: Callable[[], T | None]) -> None:
         self._tracked.append(_Tracked(snapshot, loader))
 
     def poke(self) -> None:
         """Ask for a refresh round soon (coalesced with any already pending)."""
+        self.round_at_poke = self.rounds_started
         self._wake.set()
+
+    def caught_up(self) -> bool:
+        """A round that started after the last poke has completed (what was notified before
+        it has been read)."""
+        return self.rounds > self.round_at_poke
 
     async def refresh_now(self) -> None:
         """Run one refresh round of every tracked snapshot; store errors are logged, not raised."""
         async with self._round_lock:
+            self.rounds_started += 1
             loop = asyncio.get_running_loop()
             for t in self._tracked:
                 try:
@@ -300,6 +313,7 @@ class StoreRefresher:
                 if not readable.is_set():
                     # Idle for a while: prove the connection is alive (raises if it is not).
                     await conn.execute("SELECT 1")
+                    self.liveness_checks += 1
                 readable.clear()
                 # What arrived (or was read with the SELECT): notifications, or the end of the
                 # connection, which raises here.

@@ -1,11 +1,12 @@
 """Store access for serving: blocking PostgreSQL and Redis calls off the event loop, bounded
 by the RPC deadline; PostgreSQL trouble becomes UNAVAILABLE (or DEADLINE_EXCEEDED), a Redis
-failure is a cache miss."""
+failure is a cache miss — Redis unavailable and a value unreadable told apart."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from bloasis import metrics
 from bloasis.config import Settings
 from bloasis.publish.cache import make_redis
 from bloasis.serve.validation import RequestError
@@ -30,6 +32,38 @@ R = TypeVar("R")
 PROBE_DRAIN_S: Final = 2.0  # how long a stopping server waits for health probes in flight
 # Connectivity failures: the store is down or unreachable, as opposed to a bug or a bad schema.
 _UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError, OSError, TimeoutError)
+
+
+# Redis itself failing (down, unreachable, timing out, refusing): a cache miss, logged.
+REDIS_UNAVAILABLE = (redis.exceptions.RedisError, OSError, TimeoutError)
+
+
+class UnreadableValues:
+    """Cached values that could not be read: each occurrence counted
+    (`bloasis_cache_unreadable`), each distinct one — the key and a digest of the value (its
+    version) — logged once, with the reason, so a bad writer or a reading bug is seen once and
+    not drowned in a log line per request."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._seen: set[tuple[str, str]] = set()
+        self.limit = limit
+
+    def note(self, key: str, version: str, exc: BaseException) -> None:
+        metrics.CACHE_UNREADABLE.labels(type(exc).__name__).inc()
+        mark = (key, version)
+        if mark in self._seen:
+            return
+        if len(self._seen) >= self.limit:
+            self._seen.clear()
+        self._seen.add(mark)
+        log.error("unreadable cached value %s (version %s): %r", key, version, exc, exc_info=exc)
+
+    def note_value(self, key: str, raw: bytes | str, exc: BaseException) -> None:
+        data = raw.encode() if isinstance(raw, str) else raw
+        self.note(key, hashlib.blake2b(data, digest_size=6).hexdigest(), exc)
+
+
+UNREADABLE: Final = UnreadableValues()
 
 
 class StoreAccess:
@@ -101,7 +135,9 @@ class StoreAccess:
             raise
 
     async def redis_call(self, fn: Callable[[redis.Redis], R], what: str) -> R | None:
-        """Run `fn(client)` in a thread; Redis is a cache, so any failure is a miss (logged)."""
+        """Run `fn(client)` in a thread; Redis is a cache, so a failure is a miss. Redis being
+        unavailable (connection, timeout) and a value `fn` could not read (a bad value, or a
+        bug in reading it) are told apart: logged and counted separately."""
         if not self.settings.redis_url:
             return None
         loop = asyncio.get_running_loop()
@@ -112,8 +148,12 @@ class StoreAccess:
             return await asyncio.wait_for(
                 loop.run_in_executor(self.executor, fn, client), self.store_timeout
             )
-        except Exception as exc:  # a cache must never fail a read
-            log.warning("Redis read failed while %s: %s", what, exc)
+        except REDIS_UNAVAILABLE as exc:
+            metrics.REDIS_UNAVAILABLE.labels(what).inc()
+            log.warning("Redis unavailable while %s: %s", what, exc)
+            return None
+        except Exception as exc:  # not Redis's fault: the value, or the code reading it
+            UNREADABLE.note(what, type(exc).__name__, exc)
             return None
 
     async def redis_get(self, key: str, what: str) -> bytes | None:
@@ -124,8 +164,9 @@ class StoreAccess:
         try:
             # Bounded by the client's socket timeouts (a wait_for would cost a task per call).
             got = await self._async_redis().get(key)
-        except Exception as exc:  # a cache must never fail a read
-            log.warning("Redis read failed while %s: %s", what, exc)
+        except REDIS_UNAVAILABLE as exc:  # a cache must never fail a read
+            metrics.REDIS_UNAVAILABLE.labels(what).inc()
+            log.warning("Redis unavailable while %s: %s", what, exc)
             return None
         return got if isinstance(got, bytes) else None
 
@@ -135,7 +176,7 @@ class StoreAccess:
             return False
         try:
             await self._async_redis().set(key, value, ex=max(int(ttl), 1))
-        except Exception as exc:  # a cache write is best effort
+        except REDIS_UNAVAILABLE as exc:  # a cache write is best effort
             log.warning("Redis write failed while %s: %s", what, exc)
             return False
         return True
@@ -145,7 +186,7 @@ class StoreAccess:
             return False
         try:
             await self._async_redis().delete(key)
-        except Exception as exc:
+        except REDIS_UNAVAILABLE as exc:
             log.warning("Redis delete failed while %s: %s", what, exc)
             return False
         return True

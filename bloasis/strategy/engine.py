@@ -65,6 +65,7 @@ class ProfileBook:
     correlated: tuple[frozenset[int], ...]  # pool positions with correlation > limit
     corr: np.ndarray = field(repr=False)  # pool x pool 60-day return correlation (NaN: unknown)
     indicators: pd.DataFrame = field(repr=False)  # index: pool symbols
+    optimiser_fallback: str = ""  # `Proposal.fallback`: why weights are volatility-targeted only
 
     @property
     def strategy_id(self) -> str:
@@ -229,6 +230,7 @@ def build_profile_book(
         levels=tuple(levels),
         proposal=None if proposal.weights is None else tuple(proposal.weights.tolist()),
         optimiser_note=proposal.note,
+        optimiser_fallback=proposal.fallback,
         correlated=tuple(frozenset(np.flatnonzero(row).tolist()) for row in high_corr),
         corr=corr,
         indicators=pd.DataFrame(indicator_cols, index=pd.Index(symbols, name="symbol", dtype=str))[

@@ -23,8 +23,15 @@ MIN_ASSETS = 2
 
 @dataclass(frozen=True)
 class Proposal:
-    weights: np.ndarray | None  # per symbol, NaN where not covered; None when it failed
+    weights: np.ndarray | None  # per symbol, NaN where not covered; None when it fell back
     note: str  # for the strategy rationale
+    # Why it fell back to volatility-targeted weights ("" when it did not): FEW_ASSETS, or
+    # SOLVER_FAILED (recorded in the run's result, logged, counted: never silent).
+    fallback: str = ""
+
+
+FEW_ASSETS = "few_assets"
+SOLVER_FAILED = "solver_failed"
 
 
 def risk_parity(closes: np.ndarray) -> Proposal:
@@ -38,12 +45,16 @@ def risk_parity(closes: np.ndarray) -> Proposal:
             None,
             f"no optimiser proposal: {covered.size} candidate(s) with a full year of returns "
             "(needs 2); volatility-targeted weights only",
+            FEW_ASSETS,
         )
     returns = c[1:, covered] / c[:-1, covered] - 1.0
-    try:
-        # Imported here: skfolio costs ~1.6 s to import.
-        from skfolio.optimization import RiskBudgeting
+    # Imported here: skfolio costs ~1.6 s to import. Not inside the try: a missing package is
+    # a broken installation, not a fallback.
+    from cvxpy import SolverError
+    from skfolio.exceptions import SkfolioError
+    from skfolio.optimization import RiskBudgeting
 
+    try:
         with warnings.catch_warnings():
             # "Solution may be inaccurate" warnings: the result is checked below instead.
             warnings.simplefilter("ignore")
@@ -51,12 +62,15 @@ def risk_parity(closes: np.ndarray) -> Proposal:
         w = np.asarray(model.weights_, dtype=np.float64)
         if w.shape != (covered.size,) or not np.isfinite(w).all() or w.sum() <= 0:
             raise ValueError(f"unusable weights {w!r}")
-    except Exception as exc:  # any solver failure falls back, and says so
+    # What the solver raises on data it cannot solve (and our check above); anything else is
+    # a bug and fails the run.
+    except (SkfolioError, SolverError, ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
         first_line = (str(exc).splitlines() or [""])[0][:160]
         return Proposal(
             None,
             f"optimiser failed ({type(exc).__name__}: {first_line}); volatility-targeted "
             "weights only",
+            SOLVER_FAILED,
         )
     out = np.full(n, np.nan)
     out[covered] = np.clip(w, 0.0, None) / np.clip(w, 0.0, None).sum()
@@ -77,4 +91,4 @@ def pool_proposal(closes: np.ndarray, symbols: list[str]) -> Proposal:
         return p
     back = np.empty_like(p.weights)
     back[order] = p.weights
-    return Proposal(back, p.note)
+    return Proposal(back, p.note, p.fallback)
