@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -431,7 +432,7 @@ def _redis_user_value(w: World, as_of: date) -> str:
 
 
 async def test_user_strategy_is_expanded_with_the_profile_book(
-    world: tuple[World, Stubs], harness: Harness
+    world: tuple[World, Stubs], harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     w, _ = world
     # The in-process answer cache off: every call reads Redis, so the values this test writes
@@ -480,10 +481,24 @@ async def test_user_strategy_is_expanded_with_the_profile_book(
             st_pb.GetStrategyRequest(user_id=w.user), timeout=5
         )
         assert (fresh.served_from, fresh.strategy.as_of) == ("postgres", "2022-12-28")
-        # Garbage in the cache is a miss, not an error.
-        r.set(user_key(w.user), b"{not json", ex=60)
-        junk = await stubs.strategy.GetStrategy(st_pb.GetStrategyRequest(user_id=w.user), timeout=5)
-        assert junk.served_from == "postgres" and junk.strategy == s
+        # Garbage in the cache is a miss, not an error — and not "Redis unavailable": counted
+        # as unreadable every time, logged once per value (an error with the key).
+        from bloasis import metrics
+
+        unreadable = metrics.CACHE_UNREADABLE.labels("JSONDecodeError")
+        before = unreadable._value.get()
+        bad = b"{not json " + uuid.uuid4().hex.encode()  # a value no other test wrote
+        r.set(user_key(w.user), bad, ex=60)
+        with caplog.at_level(logging.ERROR, logger="bloasis.serve.store_access"):
+            for _ in range(2):
+                junk = await stubs.strategy.GetStrategy(
+                    st_pb.GetStrategyRequest(user_id=w.user), timeout=5
+                )
+                assert junk.served_from == "postgres" and junk.strategy == s
+        assert unreadable._value.get() == before + 2
+        logged = [x for x in caplog.records if "unreadable cached value" in x.getMessage()]
+        assert len(logged) == 1 and user_key(w.user) in logged[0].getMessage()
+        assert "Redis unavailable" not in caplog.text
         picks = await stubs.strategy.GetStockPicks(
             st_pb.GetStrategyRequest(user_id=w.user), timeout=5
         )

@@ -684,7 +684,7 @@ class StrategyReads:
         try:
             d = json.loads(raw)
         except ValueError as exc:
-            log.warning("ignoring unparseable Redis value for %s: %s", user_key(user_id), exc)
+            UNREADABLE.note_value(user_key(user_id), raw, exc)  # counted; logged once per value
             return None
         if (
             not isinstance(d, dict)
@@ -808,7 +808,7 @@ class StrategyReads:
         try:
             rec = self._record(d, user_id)
         except (KeyError, TypeError, ValueError) as exc:
-            log.warning("ignoring an unreadable Redis value for %s: %r", user_key(user_id), exc)
+            UNREADABLE.note(user_key(user_id), str(key), exc)  # the content key: its version
             return None
         entry = by_strategy_id(latest, rec.profile_strategy_id)
         if entry is None:
