@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import shutil
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from bloasis import stack
 
@@ -49,18 +46,10 @@ def _spawn(
 ) -> dict[str, Any]:
     cwd = state_dir / "dask" / name  # empty: nothing is read from a working directory
     cwd.mkdir(parents=True, exist_ok=True)
-    log = state_dir / f"{name}.log"
     try:
-        popen = stack._spawn(cmd, log, cwd, None, env)
+        return stack.spawn_recorded(cmd, state_dir / f"{name}.log", cwd, env)
     except stack.StackError as exc:
         raise ClusterError(str(exc)) from exc
-    return {
-        "pid": popen.pid,
-        "create_time": psutil.Process(popen.pid).create_time(),
-        "cmd": cmd,
-        "log": str(log),
-        "started_at": time.time(),
-    }
 
 
 def start_scheduler(state_dir: Path, port: int | None = None) -> tuple[str, dict[str, Any]]:

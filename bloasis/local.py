@@ -93,18 +93,10 @@ def _alive(rec: dict[str, Any]) -> psutil.Process | None:
 def _start_process(
     settings: Settings, name: str, cmd: list[str], env: dict[str, str], cwd: Path
 ) -> dict[str, Any]:
-    log = settings.state_dir / f"{name}.log"
     try:
-        popen = stack._spawn(cmd, log, cwd, None, env)
+        return stack.spawn_recorded(cmd, settings.state_dir / f"{name}.log", cwd, env)
     except stack.StackError as exc:
         raise LocalError(str(exc)) from exc
-    return {
-        "pid": popen.pid,
-        "create_time": psutil.Process(popen.pid).create_time(),
-        "cmd": cmd,
-        "log": str(log),
-        "started_at": time.time(),
-    }
 
 
 def _stop_process(rec: dict[str, Any], signals: int = 1, timeout: float = 10.0) -> bool:

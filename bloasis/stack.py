@@ -367,6 +367,21 @@ def _spawn(
     return popen
 
 
+def spawn_recorded(
+    cmd: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """`_spawn` as the current user, and the record that stops exactly it later (pid and start
+    time: a reused pid is not ours)."""
+    popen = _spawn(cmd, log, cwd, None, env)
+    return {
+        "pid": popen.pid,
+        "create_time": psutil.Process(popen.pid).create_time(),
+        "cmd": cmd,
+        "log": str(log),
+        "started_at": time.time(),
+    }
+
+
 def _wait_gone(proc: psutil.Process, timeout: float) -> bool:
     """Wait for exit; a zombie counts as gone (the init of a container may reap it late)."""
     deadline = time.monotonic() + timeout
