@@ -74,6 +74,7 @@ GROUPS: Final = (
         "bench.backtest",
         ("backtest_vs_reference", "backtest_3_profiles_1990_2022", "backtest_users_1000"),
     ),
+    Group("bench.dask_users", ("users_derive_dask",)),
 )
 
 

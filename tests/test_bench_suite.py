@@ -41,6 +41,7 @@ REQUIRED = [
     "backtest_vs_reference",
     "backtest_3_profiles_1990_2022",
     "backtest_users_1000",
+    "users_derive_dask",
 ]
 SHAPE = {"name", "value", "unit", "compared_to", "baseline_value", "ratio", "target", "met"}
 
