@@ -6,7 +6,6 @@ with link artifacts to them."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import shlex
 import time
 import uuid
@@ -39,9 +38,9 @@ UPDATE_EVERY_S: Final = 0.5  # one API call per block would be too many for dail
 
 
 class ArtifactProgress:
-    """`bloasis.backtest.engine.Progress` onto a progress artifact. Synchronous: the engine and
-    the mapper call it from the synchronous backtest inside the async flow, so it goes through
-    the flow's sync client (`one_api_client`), not Prefect's async-dispatching helpers."""
+    """`bloasis.backtest.engine.Progress` onto a progress artifact. Synchronous: the engine
+    calls it from the synchronous backtest inside the async flow, so it goes through the
+    flow's sync client (`one_api_client`), not Prefect's async-dispatching helpers."""
 
     def __init__(self, artifact_id: uuid.UUID) -> None:
         self.artifact_id = artifact_id
@@ -178,7 +177,7 @@ async def strategy_backtest(
     out = run_backtest(
         req,
         settings=settings,
-        mapper=functools.partial(map_blocks, progress=progress),
+        mapper=map_blocks,
         progress=progress,
     )
     seconds = time.perf_counter() - t0

@@ -13,7 +13,6 @@ from prefect.cache_policies import NO_CACHE
 from bloasis.app import backtest as app
 from bloasis.backtest import decisions
 from bloasis.backtest.decisions import Targets
-from bloasis.backtest.engine import Progress
 
 
 def block_name() -> str:
@@ -38,26 +37,12 @@ decide_block = task(name="decide-block", cache_policy=NO_CACHE, task_run_name=bl
 render_pictures = task(name="backtest-pictures", cache_policy=NO_CACHE)(app.pictures)
 
 
-def map_blocks(
-    fn: Callable[..., Targets],
-    jobs: list[dict[str, Any]],
-    *,
-    progress: Progress | None = None,
-) -> list[Targets]:
+def map_blocks(fn: Callable[..., Targets], jobs: list[dict[str, Any]]) -> list[Targets]:
     """`bloasis.backtest.engine.Mapper`: one `decide-block` task per block, submitted at once so
-    the task runner spreads them over its workers; results in block order. `progress` hears
-    ("decide", sessions decided, sessions) as each block's result is collected, in block order
-    (the engine itself reports only the start and the end of the decisions)."""
+    the task runner spreads them over its workers; results in block order (the engine reports
+    progress between its waves of blocks)."""
     if fn is not decisions.decide_block:
         # Only decide_block has a task here; anything else would silently run untracked.
         raise TypeError(f"map_blocks maps decide_block, not {getattr(fn, '__name__', fn)!r}")
     futures = [decide_block.submit(**job) for job in jobs]
-    total = sum(len(job["idx"]) for job in jobs)
-    done = 0
-    out: list[Targets] = []
-    for job, future in zip(jobs, futures, strict=True):
-        out.append(future.result())
-        done += len(job["idx"])
-        if progress is not None:
-            progress("decide", done, total)
-    return out
+    return [f.result() for f in futures]

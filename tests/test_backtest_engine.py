@@ -237,3 +237,11 @@ def test_a_short_backtest_has_real_figures_and_every_report_part(md: MarketData)
     assert r.samples["moderate"]["in_sample"]["to"] == "2022-12-28"  # regime-v2: all in sample
     assert any("Survivorship" in n for n in r.notes)
     assert "close" in r.execution and "closes only" in r.execution
+
+
+def test_an_empty_universe_is_refused_naming_symbols(md: MarketData) -> None:
+    import dataclasses
+
+    empty = dataclasses.replace(md, closes=md.closes.iloc[:, :0], ohlcv=None)
+    with pytest.raises(BacktestInputError, match=r"^symbols: the universe is empty"):
+        engine.run(empty, _spec(), MODEL)

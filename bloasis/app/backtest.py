@@ -27,10 +27,10 @@ from bloasis.app import steps
 from bloasis.backtest import engine as bt_engine
 from bloasis.backtest import report
 from bloasis.backtest.types import (
-    BacktestInputError,
     BacktestSpec,
     Costs,
     Portfolio,
+    UnknownUserError,
     inputs_key,
 )
 from bloasis.config import Settings, load_settings
@@ -56,7 +56,6 @@ class BacktestRequest:
     slippage: float = Costs().slippage
     initial_cash: Decimal = Decimal("100000")
     symbols: tuple[str, ...] = ()
-    universe: str | None = None  # default: BLOASIS_UNIVERSE
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ def build_spec(settings: Settings, req: BacktestRequest) -> BacktestSpec:
             for uid in req.user_ids:
                 stored = prefs_store.get_preferences(conn, uid)
                 if stored is None:
-                    raise BacktestInputError("user_id", f"no user {uid!r} (no stored preferences)")
+                    raise UnknownUserError(uid)
                 portfolios.append(Portfolio.of_user(stored.prefs))
     if not portfolios:
         portfolios = [Portfolio.of_profile(p) for p in PROFILES]
@@ -101,12 +100,11 @@ class Prepared:
     key: str
 
 
-def prepare(settings: Settings, req: BacktestRequest, md: MarketData | None = None) -> Prepared:
-    """Validate and key a request (cheap enough to answer a gRPC call with)."""
+def prepare(settings: Settings, req: BacktestRequest) -> Prepared:
+    """Validate and key a request: the configured universe (BLOASIS_UNIVERSE) and model."""
     spec = build_spec(settings, req)
-    universe = req.universe or settings.universe
-    model = resolve_model(settings.model_version, universe, settings.regime_overrides)
-    data = md if md is not None else steps.load_market_data(settings, universe)
+    model = resolve_model(settings.model_version, settings.universe, settings.regime_overrides)
+    data = steps.load_market_data(settings, settings.universe)
     bt_engine.check_inputs(data, spec)
     key = inputs_key(
         spec,
@@ -170,48 +168,50 @@ def _create(conn: Connection, bid: uuid.UUID, p: Prepared) -> None:
     )
 
 
-def run_backtest(
-    req: BacktestRequest,
-    *,
-    settings: Settings | None = None,
-    backtest_id: uuid.UUID | None = None,
-    mapper: bt_engine.Mapper = bt_engine.sequential,
-    progress: bt_engine.Progress | None = None,
-    prepared: Prepared | None = None,
-) -> Outcome:
-    """Find or compute the backtest of `req` (see the module doc)."""
-    settings = settings or load_settings()
+def _found_or_created(
+    settings: Settings, p: Prepared
+) -> tuple[store.StoredBacktest | None, uuid.UUID]:
+    """The succeeded backtest of `p`'s inputs, or the id of a new `running` row for it."""
     db = get_engine(settings)
-    p = prepared or prepare(settings, req)
     with db.connect() as conn:
         found = store.find_succeeded(conn, p.key)
     if found is not None:
         log.info("backtest %s: same inputs as %s, found (not recomputed)", p.key[:12], found.id)
-        return Outcome(found, True, None)
-    bid = backtest_id or uuid.uuid4()
+        return found, found.id
+    bid = uuid.uuid4()
     with db.begin() as conn:
-        if store.get(conn, bid) is None:
-            _create(conn, bid, p)
+        _create(conn, bid, p)
+    return None, bid
+
+
+def _compute(
+    settings: Settings,
+    p: Prepared,
+    bid: uuid.UUID,
+    mapper: bt_engine.Mapper,
+    progress: bt_engine.Progress | None,
+) -> Outcome:
+    """Run the engine for the `running` row `bid` and store its result (or mark it failed)."""
+    db = get_engine(settings)
     last = [0.0]
 
     def on_progress(label: str, done: int, total: int) -> None:
-        now = time.monotonic()
         if progress is not None:
             progress(label, done, total)
+        now = time.monotonic()
         if done < total and now - last[0] < PROGRESS_EVERY_S:
             return
         last[0] = now
-        share = 0.9 * done / max(total, 1) if label == "decide" else 0.95
-        store.set_progress(db, bid, share, f"{label}: {done}/{total} sessions")
+        # Deciding is nearly all of the time; simulating, measuring and storing get the rest.
+        store.set_progress(db, bid, 0.9 * done / max(total, 1), f"{label}: {done}/{total} sessions")
 
     try:
         result = bt_engine.run(p.md, p.spec, p.model, mapper=mapper, progress=on_progress)
-        summary = result.summary
         with db.begin() as conn:
             store.succeed(
                 conn,
                 bid,
-                summary=summary,
+                summary=result.summary,
                 report=report_of(result),
                 names=result.names,
                 dates=result.dates,
@@ -234,6 +234,22 @@ def run_backtest(
     return Outcome(stored, False, result)
 
 
+def run_backtest(
+    req: BacktestRequest,
+    *,
+    settings: Settings | None = None,
+    mapper: bt_engine.Mapper = bt_engine.sequential,
+    progress: bt_engine.Progress | None = None,
+) -> Outcome:
+    """Find or compute the backtest of `req` (see the module doc)."""
+    settings = settings or load_settings()
+    p = prepare(settings, req)
+    found, bid = _found_or_created(settings, p)
+    if found is not None:
+        return Outcome(found, True, None)
+    return _compute(settings, p, bid, mapper, progress)
+
+
 def submit(
     req: BacktestRequest,
     *,
@@ -243,17 +259,13 @@ def submit(
     """Validate now (errors raise here), then run in a background thread. Returns the id at
     once, and whether it was found (an earlier backtest with the same inputs)."""
     p = prepare(settings, req)
-    with get_engine(settings).connect() as conn:
-        found = store.find_succeeded(conn, p.key)
+    found, bid = _found_or_created(settings, p)
     if found is not None:
-        return found.id, True
-    bid = uuid.uuid4()
-    with get_engine(settings).begin() as conn:
-        _create(conn, bid, p)
+        return bid, True
 
     def work() -> None:
         try:
-            run_backtest(req, settings=settings, backtest_id=bid, prepared=p)
+            _compute(settings, p, bid, bt_engine.sequential, None)
         except Exception:
             log.exception("backtest %s failed", bid)
         finally:

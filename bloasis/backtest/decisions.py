@@ -65,9 +65,13 @@ def decision_sessions(index: pd.DatetimeIndex, start: date, end: date, freq: str
     return (lo + chosen).astype(np.int64)
 
 
-def regimes_at(md: MarketData, model: RegimeModel, idx: np.ndarray) -> list[RegimeResult]:
-    """The regime of each decision session, from one vectorised pass (see the module doc)."""
-    frame = classify_frame(md.market.iloc[: int(idx.max()) + 1], model.params)
+def regimes_at(
+    md: MarketData, model: RegimeModel, idx: np.ndarray, frame: pd.DataFrame | None = None
+) -> list[RegimeResult]:
+    """The regime of each decision session, from one vectorised pass (see the module doc);
+    `frame`: `classify_frame` of `md.market` when the caller has it already."""
+    if frame is None:
+        frame = classify_frame(md.market.iloc[: int(idx.max()) + 1], model.params)
     wanted = md.index[idx]
     missing = [d for d in wanted if d not in frame.index]
     if missing:
@@ -164,7 +168,7 @@ def decide_block(
     solves = 0
     back = lookback()
     for k, (i, regime) in enumerate(zip(idx.tolist(), regimes, strict=True)):
-        view = md._slice(max(0, i + 1 - back), i + 1)
+        view = md.between(md.index[max(0, i + 1 - back)], md.index[i])
         shared = SharedProposals()
         decided = decide_session(
             view, regime, top_n=top_n, min_history=min_history, quarantine=True,

@@ -125,21 +125,21 @@ def check_inputs(md: MarketData, spec: BacktestSpec) -> MarketData:
     return _restrict(md, spec.symbols)
 
 
-def _index_prices(md: MarketData) -> Prices:
+def _index_prices(md: MarketData, cash_rate: np.ndarray) -> Prices:
+    """The index as a one-symbol price table (the regime rule trades it)."""
     m = md.market
     close = m["index_close"].to_numpy(dtype=np.float64)[:, None]
     open_ = m["index_open"].to_numpy(dtype=np.float64)[:, None]
     high = m["index_high"].to_numpy(dtype=np.float64)[:, None]
     low = m["index_low"].to_numpy(dtype=np.float64)[:, None]
     has_range = bool(np.isfinite(high).any())
-    base = prices_of(md)
     return Prices(
         close,
         open_,
         np.where(np.isnan(high), close, high),
         np.where(np.isnan(low), close, low),
         np.ones_like(close),
-        base.cash_rate,
+        cash_rate,
         has_range,
     )
 
@@ -173,7 +173,9 @@ def run(
     t0 = time.perf_counter()
     data = check_inputs(md, spec).as_of(spec.end)
     idx = decision_sessions(data.index, spec.start, spec.end, spec.rebalance)
-    regimes = regimes_at(data, model, idx)
+    # One pass gives the decisions' regimes and every session's label (the HMM's is not cheap).
+    frame = classify_frame(data.market, model.params)
+    regimes = regimes_at(data, model, idx, frame)
     timings["regime_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -211,7 +213,7 @@ def run(
     trading = np.isfinite(prices.close[targets.idx])
     ew = (trading / np.maximum(trading.sum(axis=1, keepdims=True), 1))[:, None, :]
     equal = simulate(prices, targets.idx, ew.astype(np.float32), None, np.zeros(1, int), **kw)
-    ix = _index_prices(data)
+    ix = _index_prices(data, prices.cash_rate)
     invested = np.array([r in INVESTED_REGIMES for r in targets.regimes], dtype=np.float32)
     rule = simulate(ix, targets.idx, invested[:, None, None], None, np.zeros(1, int), **kw)
     index_close = pd.Series(ix.close[:, 0]).ffill().to_numpy()
@@ -222,12 +224,13 @@ def run(
     names = [p.name for p in spec.portfolios] + list(BENCHMARKS)
     equity = np.column_stack([strat.equity, buy_hold, equal.equity, rule.equity])
     dates = [d.date() for d in data.index[start_row : end_row + 1]]
-    frame = classify_frame(data.market, model.params)
     labels = frame["regime"].reindex(data.index[start_row : end_row + 1]).fillna("").tolist()
     rf = prices.cash_rate[start_row + 1 : end_row + 1]
     rets = metrics.returns_of(equity)
     whole = metrics.return_measures(rets, rf)
-    trade_cols = _trade_measures([strat, None, equal, rule], len(spec.portfolios), equity)
+    trade_cols = _trade_measures(
+        [(strat, len(spec.portfolios)), (None, 1), (equal, 1), (rule, 1)], equity
+    )
     exposure = np.column_stack(
         [strat.exposure, (buy_hold > 0)[:, None].astype(float), equal.exposure, rule.exposure]
     )
@@ -239,20 +242,8 @@ def run(
     }
     # A session's return is labelled with the regime in force at the previous close (what a
     # holder knew while holding).
-    held_under = np.array(labels[:-1])
-    per_regime: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in names}
-    for reg in sorted(set(held_under.tolist()) - {""}):
-        mask = held_under == reg
-        m = metrics.return_measures(rets[mask], rf[mask])
-        for j, n in enumerate(names):
-            per_regime[n][reg] = metrics.column(m, j) | {"sessions": int(mask.sum())}
-    years = np.array([d.year for d in dates[1:]])
-    per_year: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in names}
-    for y in sorted(set(years.tolist())):
-        mask = years == y
-        m = metrics.return_measures(rets[mask], rf[mask])
-        for j, n in enumerate(names):
-            per_year[n][str(y)] = metrics.column(m, j) | {"sessions": int(mask.sum())}
+    per_regime = _by_group(rets, rf, np.array(labels[:-1]), names)
+    per_year = _by_group(rets, rf, np.array([str(d.year) for d in dates[1:]]), names)
     split = in_sample_end(model)
     samples: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in names}
     ends = np.array(dates[1:])
@@ -270,8 +261,8 @@ def run(
     timings["measure_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     notes = [UNIVERSE_NOTE, *_sample_notes(model, split), *sorted(set(targets.notes))[:50]]
-    if not np.isfinite(prices.cash_rate).all() or not (prices.cash_rate != 0).all():
-        covered = int((prices.cash_rate[start_row : end_row + 1] != 0).sum())
+    covered = int(np.count_nonzero(prices.cash_rate[start_row : end_row + 1]))
+    if covered < len(dates):
         notes.append(
             f"cash earned the 2-year Treasury yield on the {covered} of {len(dates)} sessions "
             "where the data has it, 0 elsewhere"
@@ -295,6 +286,19 @@ def run(
     )
 
 
+def _by_group(
+    rets: np.ndarray, rf: np.ndarray, groups: np.ndarray, names: Sequence[str]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """name -> group -> the measures of the sessions in that group ('' is no group)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in names}
+    for g in sorted(set(groups.tolist()) - {""}):
+        mask = groups == g
+        m = metrics.return_measures(rets[mask], rf[mask])
+        for j, n in enumerate(names):
+            out[n][g] = metrics.column(m, j) | {"sessions": int(mask.sum())}
+    return out
+
+
 def _sample_notes(model: RegimeModel, split: date | None) -> list[str]:
     if split is None:
         return []
@@ -311,14 +315,14 @@ def _sample_notes(model: RegimeModel, split: date | None) -> list[str]:
 
 
 def _trade_measures(
-    sims: Sequence[SimResult | None], n_portfolios: int, equity: np.ndarray
+    sims: Sequence[tuple[SimResult | None, int]], equity: np.ndarray
 ) -> list[dict[str, Any]]:
-    """Per column of `equity`: trades, win rate, profit factor, holding, turnover."""
+    """Per column of `equity` (each simulation's `width` columns in turn; None: buy and hold):
+    trades, win rate, profit factor, holding, turnover."""
     years = max((equity.shape[0] - 1) / metrics.ANNUAL, 1e-9)
     out: list[dict[str, Any]] = []
     col = 0
-    for s in sims:
-        width = n_portfolios if col == 0 else 1
+    for s, width in sims:
         for j in range(width):
             if s is None:  # buy and hold: one purchase, never sold
                 out.append({"trades": 1, "win_rate": None, "profit_factor": None,

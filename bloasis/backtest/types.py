@@ -24,6 +24,14 @@ class BacktestInputError(ValueError):
         self.field = field_name
 
 
+class UnknownUserError(BacktestInputError):
+    """A user named by the request has no stored preferences (NOT_FOUND over gRPC)."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__("user_id", f"no user {user_id!r} (no stored preferences)")
+        self.user_id = user_id
+
+
 @dataclass(frozen=True)
 class Costs:
     """Per trade, as fractions of the traded value: commission paid, and slippage (buys fill

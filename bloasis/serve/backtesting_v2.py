@@ -34,7 +34,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from bloasis.app import backtest as app
 from bloasis.app import steps
 from bloasis.backtest.engine import BENCHMARKS
-from bloasis.backtest.types import FREQUENCIES, BacktestInputError, Costs
+from bloasis.backtest.types import FREQUENCIES, BacktestInputError, Costs, UnknownUserError
 from bloasis.config import Settings
 from bloasis.pb.v2 import backtesting_pb2 as bt2
 from bloasis.serve.auth import check_user_access
@@ -134,7 +134,7 @@ def user_ids_of(field: str, raw: Sequence[str]) -> tuple[str, ...]:
 def input_error(exc: BacktestInputError, rename: Mapping[str, str] | None = None) -> RequestError:
     """The app service's error as INVALID_ARGUMENT (NOT_FOUND for an unknown user), its field
     named as the API calls it."""
-    if exc.field == "user_id" and "no user" in str(exc):
+    if isinstance(exc, UnknownUserError):
         return not_found(str(exc))
     name = (rename or {}).get(exc.field)
     return invalid(f"{name}: {exc}" if name else str(exc))

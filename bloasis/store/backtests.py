@@ -152,19 +152,10 @@ def succeed(
     )
 
 
-def equity(
-    conn: Connection, backtest_id: uuid.UUID, portfolio: str | None = None
-) -> dict[str, list[tuple[date, float]]]:
-    """The stored curves (one portfolio's, or all), in date order."""
+def equity(conn: Connection, backtest_id: uuid.UUID) -> dict[str, list[tuple[date, float]]]:
+    """The stored curves, per portfolio, in date order."""
     q = select(_EQ.c.portfolio, _EQ.c.as_of, _EQ.c.equity).where(_EQ.c.backtest_id == backtest_id)
-    if portfolio is not None:
-        q = q.where(_EQ.c.portfolio == portfolio)
     out: dict[str, list[tuple[date, float]]] = {}
     for name, d, v in conn.execute(q.order_by(_EQ.c.portfolio, _EQ.c.as_of)):
         out.setdefault(name, []).append((d, v))
     return out
-
-
-def latest(conn: Connection, limit: int = 20) -> list[StoredBacktest]:
-    rows = conn.execute(select(_BT).order_by(_BT.c.created_at.desc()).limit(limit)).all()
-    return [_row(r) for r in rows]
