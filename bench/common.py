@@ -9,6 +9,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -66,6 +67,54 @@ def entry(
         "met": met,
         **extra,
     }
+
+
+class PeakRss:
+    """Samples the RSS of processes every 0.2 s; the peak of each, MB. A name's RSS is its
+    process with its children (a Dask worker's nanny and worker, PostgreSQL's postmaster and
+    backends summed), except the names in `alone`; `largest` reports the largest single
+    process of the tree instead (PostgreSQL's backends are separate processes)."""
+
+    def __init__(
+        self,
+        pids: dict[str, int],
+        *,
+        alone: set[str] | None = None,
+        largest: set[str] | None = None,
+    ) -> None:
+        self.pids = pids
+        self.alone = alone or set()
+        self.largest = largest or set()
+        self.peak: dict[str, float] = dict.fromkeys(pids, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self, name: str, pid: int) -> float:
+        import psutil
+
+        try:
+            p = psutil.Process(pid)
+            procs = [p] if name in self.alone else [p, *p.children(recursive=True)]
+            sizes = []
+            for q in procs:
+                with contextlib.suppress(psutil.Error):
+                    sizes.append(q.memory_info().rss)
+            return (max(sizes, default=0) if name in self.largest else sum(sizes)) / 2**20
+        except psutil.Error:
+            return 0.0
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            for name, pid in self.pids.items():
+                self.peak[name] = max(self.peak[name], self._rss(name, pid))
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 def emit(benchmarks: list[dict[str, Any]]) -> None:

@@ -13,7 +13,6 @@ not in this figure.
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -22,42 +21,10 @@ from typing import Any, Final
 
 import psutil
 
-from bench.common import entry, say, size_main
+from bench.common import PeakRss, entry, say, size_main
 
 SIZES: Final = {"full": 1_000_000, "quick": 100_000, "tiny": 5_000}
 CHUNK: Final = 10_000
-
-
-class PeakRss:
-    """Samples the RSS of processes every 0.2 s; the peak of each, MB."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        self.peak: dict[str, float] = dict.fromkeys(pids, 0.0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _rss(self, name: str, pid: int) -> float:
-        """A worker with its nanny's process; the driver alone (the cluster is its children)."""
-        try:
-            p = psutil.Process(pid)
-            procs = [p] if name == "driver" else [p, *p.children(recursive=True)]
-            return sum(q.memory_info().rss for q in procs) / 2**20
-        except psutil.Error:
-            return 0.0
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            for name, pid in self.pids.items():
-                self.peak[name] = max(self.peak[name], self._rss(name, pid))
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 def _books() -> tuple[dict[str, Any], str]:
@@ -84,7 +51,8 @@ def _one(workers: int, books: dict[str, Any], mv: str, chunks: list[Any]) -> dic
             pids = {name: int(rec["pid"]) for name, rec in records.items()} | {
                 "driver": psutil.Process().pid
             }
-            with Client(address, timeout=60) as client, PeakRss(pids) as rss:
+            alone = {"driver"}  # the cluster is its children
+            with Client(address, timeout=60) as client, PeakRss(pids, alone=alone) as rss:
                 shared = client.scatter(books, broadcast=True)
                 at = datetime.now(UTC)
                 run_id = uuid.uuid4()
@@ -117,7 +85,6 @@ def _one(workers: int, books: dict[str, Any], mv: str, chunks: list[Any]) -> dic
 
 def run(size: str = "full") -> list[dict[str, Any]]:
     from bloasis.store.strategies import StoredPreferences
-    from bloasis.strategy_run import chunks_of
     from bloasis.users import random_population
 
     n = SIZES[size]
@@ -125,7 +92,7 @@ def run(size: str = "full") -> list[dict[str, Any]]:
     now = datetime.now(UTC)
     say(f"users_derive_dask: {n} users in chunks of {CHUNK}")
     prefs = [StoredPreferences(p, 1, now) for p in random_population(n, seed=1)]
-    chunks = list(chunks_of(prefs, CHUNK))
+    chunks = [prefs[i : i + CHUNK] for i in range(0, len(prefs), CHUNK)]
     runs = {}
     for workers in (1, 2):
         say(f"... on a cluster of {workers} worker(s)")

@@ -4,7 +4,8 @@
 Seeding: N users (`bloasis.users.random_population`, COPY) and one daily run over all of them
 by the product's own code (`bloasis.app.daily.run_daily`, plain steps, no relay) on the serving
 benches' synthetic universe (bench.seed.UNIVERSE): every user has a stored strategy in
-PostgreSQL and in Redis (`user:{id}:strategy`).
+PostgreSQL and in Redis (`user:{id}:strategy@{version}`, the version the run switched the
+pointer `user-strategies:version` to).
 
 Three servers, each in its own process, all on loopback:
 - product: `bloasis serve` with its defaults (BLOASIS_ANSWER_CACHE=true: the in-process answer
@@ -374,7 +375,7 @@ def seed_users(s: Settings, n_users: int, universe: str) -> tuple[list[str], dic
     import redis
 
     from bloasis.app.daily import DailyRequest, run_daily
-    from bloasis.publish.cache import user_key
+    from bloasis.publish.cache import USERS_VERSION_KEY, read_users_version, user_key
     from bloasis.store.db import engine_for
     from bloasis.users import random_population, seed_population
 
@@ -395,11 +396,15 @@ def seed_users(s: Settings, n_users: int, universe: str) -> tuple[list[str], dic
     run_s = time.perf_counter() - t
     rc = redis.Redis.from_url(s.require("redis_url"))
     try:
+        # The keys of the version the run switched to (the one the server reads).
+        version = read_users_version(rc)
+        if version is None:
+            raise RuntimeError(f"the run set no {USERS_VERSION_KEY} in Redis")
         pipe = rc.pipeline(transaction=False)
         for u in user_ids:
-            pipe.exists(user_key(u))
+            pipe.exists(user_key(u, version))
         in_redis = sum(pipe.execute())
-        sample = rc.get(user_key(user_ids[0])) or b""
+        sample = rc.get(user_key(user_ids[0], version)) or b""
     finally:
         rc.close()
     if in_redis != n_users:

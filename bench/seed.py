@@ -57,9 +57,8 @@ def commit_regime(
     persist_regime(engine, result)
     committed = time.monotonic()
     strategy_run.publish_run(
-        engine, settings, model_version=model.version, as_of=as_of, with_strategies=False,
-        users=None,
-    )  # fmt: skip
+        engine, settings, model_version=model.version, as_of=as_of, with_strategies=False
+    )
     return committed
 
 
@@ -86,13 +85,15 @@ def seed_run(
     tier = strategy_run.compute_and_store_tiers(
         engine, md, regime, run_id=run_id, top_n=settings.top_n
     )
-    prefs = strategy_run.load_users(engine, [DEMO_USER])
-    chunk = strategy_run.derive_chunk(
-        tier.books, prefs, run_id=run_id, model_version=model.version, computed_at=datetime.now(UTC)
-    )
-    users = strategy_run.store_user_chunks(engine, [chunk])
+    redis_url = settings.require("redis_url")
+    version = strategy_run.users_cache_version(redis_url, run_id, every_user=True)
+    job = strategy_run.UsersJob(run_id, model.version, datetime.now(UTC), cache_version=version)
+    strategy_run.derive_store_cache(
+        engine, tier.books, strategy_run.UserSlice(ids=(DEMO_USER,)), job,
+        redis_url=redis_url, ttl=settings.strategy_ttl_seconds,
+    )  # fmt: skip
     strategy_run.publish_run(
         engine, settings, model_version=model.version, as_of=as_of, with_strategies=True,
-        users=users,
+        users_version=version,
     )  # fmt: skip
     return Seeded(universe, settings.model_version, model.version, as_of, md, model)

@@ -174,7 +174,15 @@ class Settings(BaseSettings):
     dask_address: str | None = Field(
         default=None, description="tcp://scheduler:8786; unset with task_runner=dask: LocalCluster"
     )
-    user_chunk_size: int = Field(default=10000, gt=0, le=1_000_000)
+    user_chunk_size: int = Field(
+        default=10000, gt=0, le=1_000_000, description="users per task (loaded, derived, stored)"
+    )
+    user_symbol_events: bool = Field(
+        default=True,
+        description="besides each user's strategy event, one event per signal (the original "
+        "executor's input): about 8 per user, so at a million users they dominate a run "
+        "(bench users_1m); off, executors read the signals of the user's strategy event",
+    )
     top_n: int = Field(default=15, gt=0, le=100, description="picks per strategy")
     relay_batch_size: int = Field(
         default=5000, gt=0, le=100000, description="events per relay transaction (one claim)"

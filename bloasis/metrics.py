@@ -256,7 +256,8 @@ class _SnapshotAges(Collector):
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily(
             "bloasis_snapshot_age_seconds",
-            "Seconds since the in-process snapshot was last confirmed against PostgreSQL",
+            "Seconds since the in-process snapshot was last confirmed against its store "
+            "(PostgreSQL; Redis for the user strategies version)",
             labels=["snapshot"],
         )
         now = datetime.now(UTC)

@@ -1,7 +1,8 @@
 """The pipeline's tier 2 and tier 3 steps as plain functions (tasks/ wraps them).
 
-sectors -> three profile books and strategies -> every user's strategy (derived in chunks,
-which the flow fans out) -> one Redis MULTI/EXEC with all of the run's keys.
+sectors -> three profile books and strategies -> every user's strategy (in chunks, which the
+flow fans out: each loads, derives, stores and caches its own users) -> one small Redis
+MULTI/EXEC that switches the run's keys and the users' version.
 Each step is idempotent on its natural keys; events go to the outbox in the same transaction.
 """
 
@@ -23,12 +24,17 @@ from bloasis.config import Settings
 from bloasis.marketdata import DataIssue, MarketData
 from bloasis.pipeline import PipelineError
 from bloasis.publish.cache import (
+    OLD_USERS_VERSION_GRACE_S,
     REGIME_CURRENT_KEY,
+    USERS_VERSION_KEY,
+    expire_users_version,
     make_redis,
+    new_users_version,
+    read_users_version,
     sectors_key,
     strategy_key,
-    user_key,
     write_run_keys,
+    write_user_keys,
 )
 from bloasis.publish.events import (
     compact_signals_json,
@@ -216,25 +222,93 @@ def derive_chunk(
     return UserChunk(strategies, records, time.perf_counter() - t0)
 
 
+@dataclass(frozen=True)
+class UserSlice:
+    """A chunk of users, loaded where it is derived (a Dask worker): ids in [first, before)
+    in id order (None: open), or the explicit `ids` of a run over some users."""
+
+    first: str | None = None
+    before: str | None = None
+    ids: tuple[str, ...] | None = None
+
+
+def user_slices(engine: Engine, user_ids: Sequence[str] | None, size: int) -> list[UserSlice]:
+    """The run's chunks of `size` users, without loading them: a million users are a hundred
+    id ranges (each task loads its own), so the flow's process never holds them all."""
+    with engine.connect() as conn:
+        if user_ids is not None:
+            wanted = sorted(set(user_ids))
+            missing = sorted(set(wanted) - store.known_users(conn, wanted))
+            if missing:
+                raise PipelineError(f"unknown users: {', '.join(missing[:10])}")
+            return [UserSlice(ids=tuple(wanted[i : i + size])) for i in range(0, len(wanted), size)]
+        starts = store.user_id_boundaries(conn, size)
+    ends: list[str | None] = [*starts[1:], None] if starts else []
+    return [UserSlice(a, b) for a, b in zip(starts, ends, strict=True)]
+
+
+def load_slice(engine: Engine, part: UserSlice) -> list[store.StoredPreferences]:
+    with engine.connect() as conn:
+        return store.list_preferences(conn, part.ids, first=part.first, before=part.before)
+
+
+@dataclass(frozen=True)
+class UsersJob:
+    """What every chunk of a run's users shares (small: sent with each task)."""
+
+    run_id: uuid.UUID
+    model_version: str
+    computed_at: datetime
+    historical: bool = False
+    # The Redis version its user keys are written under (`bloasis.publish.cache`); None: none.
+    cache_version: str | None = None
+    # One event per signal for each user as well (the original contract's executor input).
+    symbol_events: bool = True
+
+
 @dataclass
 class UsersOutcome:
+    """A chunk's outcome, or the sum of a run's (`UsersOutcome.total`)."""
+
     users: int = 0
     written: int = 0
     events: int = 0  # one StrategySignalEvent per user strategy written
     signal_events: int = 0  # their per-symbol events (original contract)
-    redis: dict[str, str] = field(default_factory=dict)  # user id -> compact proto3 JSON
+    cached: int = 0  # Redis keys written under the run's cache version
+    cache_errors: list[str] = field(default_factory=list)  # Redis unavailable for a chunk
     timings: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def total(cls, parts: Sequence[UsersOutcome]) -> UsersOutcome:
+        out = cls()
+        for p in parts:
+            out.users += p.users
+            out.written += p.written
+            out.events += p.events
+            out.signal_events += p.signal_events
+            out.cached += p.cached
+            out.cache_errors += p.cache_errors
+            for k, v in p.timings.items():
+                out.timings[k] = out.timings.get(k, 0.0) + v
+        return out
 
-def store_user_chunks(
-    engine: Engine, chunks: Sequence[UserChunk], *, historical: bool = False
-) -> UsersOutcome:
-    """All users' strategies in one transaction: new ones inserted, those computed from older
-    preferences replaced; events only for what was written (a rerun writes nothing). The Redis
-    values carry the provenance of the stored row (this run's, or the run that wrote it)."""
-    out = UsersOutcome(timings={"derive_s": sum(c.seconds for c in chunks)})
+
+@dataclass
+class StoredChunk:
+    outcome: UsersOutcome
+    redis: list[tuple[str, str]]  # (user id, compact proto3 JSON) as stored
+
+
+def store_chunk(
+    engine: Engine, chunk: UserChunk, *, historical: bool = False, symbol_events: bool = True
+) -> StoredChunk:
+    """One chunk's strategies in one transaction: new ones inserted, those computed from older
+    preferences replaced; events only for what was written, so a rerun (a chunk retried after
+    its worker died, a run repeated) writes nothing twice. The Redis values carry the
+    provenance of the stored row (this run's, or the run that wrote it)."""
+    out = UsersOutcome(timings={"derive_s": chunk.seconds})
     t0 = time.perf_counter()
-    pairs = [(s, r) for c in chunks for s, r in zip(c.strategies, c.records, strict=True)]
+    pairs = list(zip(chunk.strategies, chunk.records, strict=True))
     memo: dict[int, str] = {}  # id(signals tuple) -> its compact JSON (shared by equal users)
 
     def signals_json(s: Strategy) -> str:
@@ -267,54 +341,129 @@ def store_user_chunks(
             fragments=parts,
         )
 
+    stored: dict[str, tuple[uuid.UUID, datetime]] = {}
     with engine.begin() as conn:
         written = store.upsert_user_strategies(conn, [r for _, r in pairs])
         t1 = time.perf_counter()
         mine = [(s, r) for s, r in pairs if r.user_id in written]
         out.events = outbox.copy_enqueue(conn, [user_event(s, r) for s, r in mine])
-        out.signal_events = outbox.copy_enqueue(
-            conn, [e for s, r in mine for e in signal_events(s, r)]
-        )
+        if symbol_events:
+            out.signal_events = outbox.copy_enqueue(
+                conn, [e for s, r in mine for e in signal_events(s, r)]
+            )
         out.timings["events_s"] = time.perf_counter() - t1
         if written:
             outbox.notify_results(conn, "users")
-        stored = (
-            store.user_provenance(conn, pairs[0][1].model_version, pairs[0][1].as_of)
-            if len(written) < len(pairs)
-            else {}
-        )
+        if len(written) < len(pairs):
+            r0 = pairs[0][1]
+            others = [r.user_id for _, r in pairs if r.user_id not in written]
+            stored = store.user_provenance(conn, r0.model_version, r0.as_of, others)
     out.timings["store_s"] = time.perf_counter() - t0 - out.timings["events_s"]
     t2 = time.perf_counter()
+    values = []
     for s, r in pairs:
         run_id, at = (r.run_id, r.computed_at) if r.user_id in written else stored[r.user_id]
-        out.redis[r.user_id] = user_strategy_json(
-            s,
-            run_id=run_id,
-            model_version=r.model_version,
-            computed_at=at,
-            profile_strategy_id=r.profile_strategy_id,
-            signals_json=signals_json(s),
+        values.append(
+            (
+                r.user_id,
+                user_strategy_json(
+                    s,
+                    run_id=run_id,
+                    model_version=r.model_version,
+                    computed_at=at,
+                    profile_strategy_id=r.profile_strategy_id,
+                    signals_json=signals_json(s),
+                ),
+            )
         )
     out.timings["redis_json_s"] = time.perf_counter() - t2
     out.users = len(pairs)
-    out.written = len(written)
+    # Rows this run wrote in an earlier attempt at this chunk (its worker died after the
+    # commit; Dask ran it again) count as this run's, with the events that commit queued.
+    again = {u for u, (rid, _) in stored.items() if rid == pairs[0][1].run_id}
+    out.written = len(written) + len(again)
+    if again:
+        out.events += len(again)
+        if symbol_events:
+            out.signal_events += sum(len(s.signals) for s, r in pairs if r.user_id in again)
+    return StoredChunk(out, values)
+
+
+def cache_user_keys(
+    redis_url: str, version: str, values: Sequence[tuple[str, str]], ttl: int
+) -> tuple[int, str | None]:
+    """Write a chunk's user keys under the run's version; (written, error). Redis being down
+    is not the run's failure (PostgreSQL has the results; readers fall through to it), but it
+    is reported: the run's summary counts the keys not written."""
+    client = make_redis(redis_url, timeout=30)
+    try:
+        return write_user_keys(client, version, values, ttl), None
+    except (redis.RedisError, OSError) as exc:
+        log.warning("Redis unavailable, %d user keys not written: %s", len(values), exc)
+        return 0, f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+
+
+def derive_store_cache(
+    engine: Engine,
+    books: dict[str, ProfileBook],
+    part: UserSlice,
+    job: UsersJob,
+    *,
+    redis_url: str | None,
+    ttl: int,
+) -> UsersOutcome:
+    """One chunk of a run's users end to end (a task: on a Dask worker, its own connections):
+    load, derive, store with its events, write its Redis keys. Only counts go back."""
+    t0 = time.perf_counter()
+    users = load_slice(engine, part)
+    load_s = time.perf_counter() - t0
+    if not users:
+        return UsersOutcome(timings={"load_s": load_s})
+    at = job.computed_at
+    chunk = derive_chunk(books, users, run_id=job.run_id, model_version=job.model_version,
+                         computed_at=at)  # fmt: skip
+    del users
+    got = store_chunk(engine, chunk, historical=job.historical, symbol_events=job.symbol_events)
+    out = got.outcome
+    out.timings["load_s"] = load_s
+    if job.cache_version and redis_url:
+        t1 = time.perf_counter()
+        out.cached, error = cache_user_keys(redis_url, job.cache_version, got.redis, ttl)
+        if error:
+            out.cache_errors.append(error)
+        out.timings["cache_s"] = time.perf_counter() - t1
     return out
 
 
-def load_users(
-    engine: Engine, user_ids: Sequence[str] | None = None
-) -> list[store.StoredPreferences]:
+def is_current(engine: Engine, model_version: str, as_of: date) -> bool:
+    """The session is the current one (its regime is what `market:regime:current` shows, an
+    operator override included): only then are its users' Redis keys written."""
     with engine.connect() as conn:
-        users = store.list_preferences(conn, user_ids)
-    if user_ids is not None:
-        missing = sorted(set(user_ids) - {u.prefs.user_id for u in users})
-        if missing:
-            raise PipelineError(f"unknown users: {', '.join(missing[:10])}")
-    return users
+        current = regimes.current_regime(conn, model_version)
+    return current is not None and current.as_of == as_of
 
 
-def chunks_of(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def users_cache_version(
+    redis_url: str | None, run_id: uuid.UUID, *, every_user: bool
+) -> str | None:
+    """The version a run writes its user keys under: a new one when it derives every user (the
+    switch then names it); the current one for a run over some users (their keys replace the
+    current ones in place). None without Redis, or when it cannot be read (the keys are then
+    not written; readers use PostgreSQL)."""
+    if not redis_url:
+        return None
+    if every_user:
+        return new_users_version(run_id)
+    client = make_redis(redis_url)
+    try:
+        return read_users_version(client) or new_users_version(run_id)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("Redis unavailable, the users' keys will not be written: %s", exc)
+        return None
+    finally:
+        client.close()
 
 
 def publish_run(
@@ -324,10 +473,12 @@ def publish_run(
     model_version: str,
     as_of: date,
     with_strategies: bool,
-    users: UsersOutcome | None,
+    users_version: str | None = None,
 ) -> str:
-    """Switch every Redis key of the run in one MULTI/EXEC, values as stored. An older as-of
-    than what is current only refreshes the current regime key (current stays current)."""
+    """Switch the run's Redis keys in one small MULTI/EXEC, values as stored: regime, sectors,
+    profile strategies and the pointer to `users_version`, whose user keys the run's chunks
+    wrote before (`derive_store_cache`). An older as-of than what is current only refreshes
+    the current regime key (current stays current)."""
     with engine.connect() as conn:
         current = regimes.current_regime(conn, model_version)  # an operator override included
         if current is None:
@@ -356,12 +507,15 @@ def publish_run(
                         computed_at=prov.computed_at,
                     )
                     values[strategy_key(profile)] = (to_json(spb), settings.strategy_ttl_seconds)
-    if is_current and users is not None:
-        for uid, value in users.redis.items():
-            values[user_key(uid)] = (value, settings.strategy_ttl_seconds)
+    if is_current and users_version is not None:
+        values[USERS_VERSION_KEY] = (users_version, settings.strategy_ttl_seconds)
     client = make_redis(settings.require("redis_url"), timeout=30)
+    expired = 0
     try:
+        previous = read_users_version(client) if USERS_VERSION_KEY in values else None
         write_run_keys(client, values)
+        if previous and previous != users_version:
+            expired = expire_users_version(client, previous)
     except redis.RedisError as exc:
         log.warning("Redis unavailable, keys will be repaired by the next run: %s", exc)
         return "redis unavailable"
@@ -372,4 +526,5 @@ def publish_run(
     with engine.begin() as conn:
         outbox.notify_results(conn, "redis keys switched")
     what = "current" if is_current else f"older than current {current.as_of}: regime key only"
-    return f"{len(values)} Redis keys switched ({what})"
+    old = f"; the previous version's {expired} user keys expire in {OLD_USERS_VERSION_GRACE_S} s"
+    return f"{len(values)} Redis keys switched ({what}){old if expired else ''}"

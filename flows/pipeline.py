@@ -17,11 +17,10 @@ from tasks.publish import relay_outbox
 from tasks.regime import compute_regime, load_market_data, persist_regime, warm_up_history
 from tasks.strategy import (
     derive_all,
-    load_users,
     publish_run,
     sectors_and_profiles,
-    store_users,
     task_runner_for,
+    user_slices,
 )
 
 FLOW_STEPS = DailySteps(
@@ -30,9 +29,8 @@ FLOW_STEPS = DailySteps(
     compute_regime=compute_regime,
     persist_regime=persist_regime,
     sectors_and_profiles=sectors_and_profiles,
-    load_users=load_users,
+    user_slices=user_slices,
     derive_users=derive_all,
-    store_users=store_users,
     publish_run=publish_run,
     relay_outbox=relay_outbox,
 )

@@ -1,11 +1,9 @@
 """Tier 2/3 tasks: sectors and profile strategies, user chunks (fanned out on the flow's task
-runner: threads, or Dask workers on a cluster), storing users, switching the Redis keys."""
+runner: threads, or Dask workers on a cluster; each stores and caches its users), switching the
+Redis keys."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from prefect import task
@@ -15,7 +13,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from bloasis import strategy_run
 from bloasis.app import steps
 from bloasis.config import Settings
-from bloasis.store import strategies as store
 from bloasis.strategy.engine import ProfileBook
 from tasks.common import STORE_RETRIES, named
 
@@ -41,17 +38,18 @@ sectors_and_profiles = task(
     task_run_name="sectors-and-profiles-{regime.as_of}",
 )(steps.sectors_and_profiles)
 
-load_users = task(
-    name="load-users", cache_policy=NO_CACHE, **STORE_RETRIES, task_run_name=named("load-users")
-)(steps.load_users)
+user_slices = task(
+    name="user-slices", cache_policy=NO_CACHE, **STORE_RETRIES, task_run_name=named("user-slices")
+)(steps.user_slices)
 
+# Each chunk stores its own users (idempotent: a retry, or Dask rerunning the chunk of a lost
+# worker, writes nothing twice), so store outages are retried here, per chunk.
 derive_users = task(
-    name="derive-users", cache_policy=NO_CACHE, task_run_name=named("derive-users")
+    name="derive-users",
+    cache_policy=NO_CACHE,
+    **STORE_RETRIES,
+    task_run_name=named("derive-users"),
 )(steps.derive_users)
-
-store_users = task(
-    name="store-users", cache_policy=NO_CACHE, **STORE_RETRIES, task_run_name=named("store-users")
-)(steps.store_users)
 
 publish_run = task(
     name="switch-redis-keys", cache_policy=NO_CACHE, task_run_name=named("switch-redis-keys")
@@ -59,12 +57,11 @@ publish_run = task(
 
 
 def derive_all(
+    settings: Settings,
     books: dict[str, ProfileBook],
-    chunks: list[Sequence[store.StoredPreferences]],
-    run_id: uuid.UUID,
-    model_version: str,
-    at: datetime,
-) -> list[strategy_run.UserChunk]:
-    """One `derive-users` task per chunk on the flow's task runner, results in chunk order."""
-    futures = [derive_users.submit(books, c, run_id, model_version, at) for c in chunks]
+    parts: list[strategy_run.UserSlice],
+    job: strategy_run.UsersJob,
+) -> list[strategy_run.UsersOutcome]:
+    """One `derive-users` task per chunk on the flow's task runner; only counts come back."""
+    futures = [derive_users.submit(settings, books, p, job) for p in parts]
     return [f.result() for f in futures]

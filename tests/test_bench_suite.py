@@ -42,6 +42,8 @@ REQUIRED = [
     "backtest_3_profiles_1990_2022",
     "backtest_users_1000",
     "users_derive_dask",
+    "users_1m",
+    "symbol_events",
 ]
 SHAPE = {"name", "value", "unit", "compared_to", "baseline_value", "ratio", "target", "met"}
 
@@ -141,7 +143,7 @@ async def test_memoised_user_strategy_is_never_edited_by_a_symbol_filter() -> No
     from bench.seed import DEMO_USER, seed_run
     from bloasis.pb.v2 import strategy_pb2 as st_pb
     from bloasis.pb.v2 import strategy_pb2_grpc as st_grpc
-    from bloasis.publish.cache import user_key
+    from bloasis.publish.cache import read_users_version, user_key
     from bloasis.serve.server import start_server
     from bloasis.store.db import engine_for
 
@@ -165,10 +167,13 @@ async def test_memoised_user_strategy_is_never_edited_by_a_symbol_filter() -> No
                 )
                 assert [g.symbol for g in only.strategy.signals] == [one]
                 assert await stub.GetStrategy(req, timeout=10) == first
-                # Redis is still read on every call: a value gone from it is not served.
+                # Redis is still read on every call: a value gone from it is not served (the
+                # key of the version the seeded run switched to, which the server reads).
                 r = redis.Redis.from_url(s.require("redis_url"))
                 try:
-                    r.delete(user_key(DEMO_USER))
+                    version = read_users_version(r)
+                    assert version is not None and srv.users_version.value == version
+                    assert r.delete(user_key(DEMO_USER, version)) == 1
                 finally:
                     r.close()
                 fallback = await stub.GetStrategy(req, timeout=10)

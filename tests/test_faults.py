@@ -42,7 +42,13 @@ from bloasis.config import Settings
 from bloasis.pb.v2 import market_regime_pb2 as mr_pb
 from bloasis.pb.v2 import strategy_pb2 as st_pb
 from bloasis.pb.v2 import strategy_pb2_grpc as st_grpc
-from bloasis.publish.cache import REGIME_CURRENT_KEY, make_redis, strategy_key, user_key
+from bloasis.publish.cache import (
+    REGIME_CURRENT_KEY,
+    USERS_VERSION_KEY,
+    make_redis,
+    strategy_key,
+    user_key,
+)
 from bloasis.publish.events import ALERT_TOPIC, REGIME_TOPIC, STRATEGY_TOPIC
 from bloasis.publish.relay import RelayError, relay_pending
 from bloasis.publish.topics import TOPICS, list_topics
@@ -232,15 +238,15 @@ def test_broker_down_runs_complete_and_the_relay_delivers_every_event_once(
         first = asyncio.run(daily_pipeline(as_of=date(2020, 3, 16), trigger="manual"))
         # During: up when the run starts, gone by the time it relays.
         _stack("start", "kafka", stack_state_dir)
-        store_users = strategy_run.store_user_chunks
+        store_chunk = strategy_run.store_chunk
 
-        def stop_broker_then_store(*args: Any, **kwargs: Any) -> strategy_run.UsersOutcome:
+        def stop_broker_then_store(*args: Any, **kwargs: Any) -> strategy_run.StoredChunk:
             _stack("stop", "kafka", stack_state_dir)
-            return store_users(*args, **kwargs)
+            return store_chunk(*args, **kwargs)
 
-        monkeypatch.setattr(strategy_run, "store_user_chunks", stop_broker_then_store)
+        monkeypatch.setattr(strategy_run, "store_chunk", stop_broker_then_store)
         second = asyncio.run(daily_pipeline(as_of=date(2020, 3, 17), trigger="manual"))
-        monkeypatch.setattr(strategy_run, "store_user_chunks", store_users)
+        monkeypatch.setattr(strategy_run, "store_chunk", store_chunk)
 
         for out in (first, second):
             assert out["relay"].startswith("broker unavailable, events pending"), out["relay"]
@@ -260,7 +266,9 @@ def test_broker_down_runs_complete_and_the_relay_delivers_every_event_once(
         assert rows["events"] == rows["pending"] == queued  # every event waits in the outbox
         cached = json.loads(r.get(REGIME_CURRENT_KEY) or b"{}")
         assert (cached["as_of"], cached["model_version"]) == ("2020-03-17", mv)
-        assert all(r.exists(user_key(u)) for u in users)
+        version = (r.get(USERS_VERSION_KEY) or b"").decode()
+        assert version == uuid.UUID(second["run_id"]).hex[-12:]
+        assert all(r.exists(user_key(u, version)) for u in users)
 
         # The relay on its own, broker still down: a clear error, bounded, nothing lost.
         t0 = time.monotonic()
@@ -403,7 +411,7 @@ async def test_redis_down_run_completes_cache_degraded_and_the_next_run_repairs_
     strategy_stub = st_grpc.StrategyServiceStub(ch)
     assert await _health_is(ch, (*API_SERVICES, CACHE_HEALTH_NAME), SERVING)
     r = make_redis(s.require("redis_url"))
-    keys = [REGIME_CURRENT_KEY, *(strategy_key(p) for p in PROFILES), *map(user_key, users)]
+    keys = [REGIME_CURRENT_KEY, *(strategy_key(p) for p in PROFILES), USERS_VERSION_KEY]
     day = date(2022, 12, 28)
 
     await asyncio.to_thread(_stack, "stop", "redis", stack_state_dir)
@@ -414,6 +422,7 @@ async def test_redis_down_run_completes_cache_degraded_and_the_next_run_repairs_
 
         out = await asyncio.to_thread(asyncio.run, daily_pipeline(as_of=day, trigger="manual"))
         assert out["cache"] == "redis unavailable" and out["inserted"] is True
+        assert out["users"] == 6 and out["user_keys_cached"] == 0  # said, not silent
         assert out["relay"].startswith("published")  # events do not depend on Redis
         run = _get_run(clean_db, out["run_id"])
         assert run["status"] == "completed" and run["result"]["cache"] == "redis unavailable"
@@ -447,14 +456,24 @@ async def test_redis_down_run_completes_cache_degraded_and_the_next_run_repairs_
     assert again["user_events_queued"] == 0 and again["strategies_inserted"] == 0
     assert again["cache"].startswith(f"{len(keys) + 1} Redis keys switched (current)")  # +sectors
     assert all(r.ttl(k) > 0 for k in keys)
+    # The rerun wrote every user's key again, under its own version (values as stored).
+    version = (r.get(USERS_VERSION_KEY) or b"").decode()
+    assert version == uuid.UUID(again["run_id"]).hex[-12:] and again["user_keys_cached"] == 6
+    assert all(r.ttl(user_key(u, version)) > 0 for u in users)
     cached = json.loads(r.get(REGIME_CURRENT_KEY) or b"{}")
     assert (cached["as_of"], cached["model_version"], cached["run_id"]) == (
         day.isoformat(),
         mv,
         out["run_id"],
     )  # fmt: skip  (values as stored: the first run's provenance)
-    user = await strategy_stub.GetStrategy(st_pb.GetStrategyRequest(user_id=users[0]), timeout=5)
-    assert user.served_from == "redis"  # the repaired key matches the snapshot's book
+
+    async def user_from_redis() -> bool:
+        got = await strategy_stub.GetStrategy(st_pb.GetStrategyRequest(user_id=users[0]), timeout=5)
+        return got.served_from == "redis"
+
+    # The repaired key matches the snapshot's book, once the server has read the new pointer
+    # (the switch's NOTIFY).
+    await _until(user_from_redis, "the user served from Redis", 10)
     r.close()
     _report("redis down", cache_first=out["cache"], cache_next=again["cache"])
 
@@ -709,7 +728,8 @@ with pipeline.run_lock(engine, model.version, as_of, timeout_s=30):
     if stage == "after-regime":
         hold("REGIME_COMMITTED")
     tier = strategy_run.compute_and_store_tiers(engine, md, stored, run_id=run_id, top_n=s.top_n)
-    chunk = strategy_run.derive_chunk(tier.books, strategy_run.load_users(engine), run_id=run_id,
+    users = strategy_run.load_slice(engine, strategy_run.UserSlice())
+    chunk = strategy_run.derive_chunk(tier.books, users, run_id=run_id,
                                       model_version=model.version, computed_at=datetime.now(UTC))
     copy_enqueue = outbox.copy_enqueue
 
@@ -718,7 +738,7 @@ with pipeline.run_lock(engine, model.version, as_of, timeout_s=30):
         hold("USERS_UNCOMMITTED")  # user rows and events written, not committed
 
     outbox.copy_enqueue = enqueue_then_hold
-    strategy_run.store_user_chunks(engine, [chunk])
+    strategy_run.store_chunk(engine, chunk)
 """
 
 

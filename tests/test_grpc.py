@@ -65,7 +65,7 @@ FIELDS = ("start_date", "end_date", "page_size", "page_token", "user_id")
 
 def _settings(base: Settings, **over: Any) -> Settings:
     return base.model_copy(
-        update={"model_version": f"regime-v2-grpc-{uuid.uuid4().hex[:12]}", **over}
+        update={"model_version": f"regime-v2-grpc-{uuid.uuid4().hex[-12:]}", **over}
     )
 
 

@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -25,6 +25,7 @@ from typing import Any
 
 import grpc
 import pytest
+import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -39,11 +40,13 @@ from bloasis.pb.v2 import strategy_pb2 as st_pb
 from bloasis.pb.v2 import strategy_pb2_grpc as st_grpc
 from bloasis.publish.cache import (
     REGIME_CURRENT_KEY,
+    USERS_VERSION_KEY,
     make_redis,
     sectors_key,
     strategy_key,
     user_key,
     write_run_keys,
+    write_user_keys,
 )
 from bloasis.regime.types import RegimeResult
 from bloasis.serve import client
@@ -233,7 +236,7 @@ def _seed_day(conn: Any, w: World, d: RegimeResult, *, notify: str | None = None
 
 
 def _new_world(base: Settings) -> World:
-    s = base.model_copy(update={"model_version": f"regime-v2-grpcs-{uuid.uuid4().hex[:12]}"})
+    s = base.model_copy(update={"model_version": f"regime-v2-grpcs-{uuid.uuid4().hex[-12:]}"})
     prefix = f"tgs-{uuid.uuid4().hex[:8]}-"
     run_id = uuid.uuid4()
     regimes = {d: regime(d, "bear", run_id=run_id, model_version=s.model_version) for d in (D1, D2)}
@@ -406,8 +409,42 @@ async def test_symbols_filter_restricts_picks_and_signals(world: tuple[World, St
 # --- user strategies ---------------------------------------------------------------------------
 
 
-def _redis_user_value(w: World, as_of: date) -> str:
-    """The compact form the pipeline writes to `user:{id}:strategy` (no picks, no levels)."""
+@pytest.fixture
+def users_redis(stack_settings: Settings) -> Iterator[redis.Redis]:
+    """A Redis client; the pointer `user-strategies:version` (one for the whole session) is put
+    back as it was at the end."""
+    r = make_redis(stack_settings.require("redis_url"))
+    saved, pttl = r.get(USERS_VERSION_KEY), r.pttl(USERS_VERSION_KEY)
+    try:
+        yield r
+    finally:
+        if saved is None:
+            r.delete(USERS_VERSION_KEY)
+        else:
+            r.set(USERS_VERSION_KEY, saved, px=pttl if pttl > 0 else None)
+        r.close()
+
+
+def _new_version() -> str:
+    """A users' version no run wrote (the pipeline's are 12 hex digits)."""
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+async def _switch_users_version(r: redis.Redis, srv: RegimeServer, version: str | None) -> None:
+    """Point `user-strategies:version` at `version` (None: unset it), as a run's switch does,
+    and wait until `srv` has read it: a refresher round started after the switch completed."""
+    if version is None:
+        r.delete(USERS_VERSION_KEY)
+    else:
+        r.set(USERS_VERSION_KEY, version, ex=300)
+    srv.refresher.poke()
+    await _until(srv.refresher.caught_up, "the round after the switch", 5)
+    assert srv.users_version.value == version
+
+
+def _redis_user_value(w: World, as_of: date, *, cash_weight: str | None = None) -> str:
+    """The compact form the pipeline writes to `user:{id}:strategy@{version}` (no picks, no
+    levels); `cash_weight` tells values apart (the stored one: the same as PostgreSQL's)."""
     pb = st_pb.Strategy(
         strategy_id=f"user:{w.user}:{as_of.isoformat()}:{w.mv}",
         as_of=as_of.isoformat(),
@@ -419,7 +456,7 @@ def _redis_user_value(w: World, as_of: date) -> str:
             )
             for p in w.user_positions(as_of)
         ],
-        cash_weight="0.8450" if as_of == D2 else "0.9500",
+        cash_weight=cash_weight or ("0.8450" if as_of == D2 else "0.9500"),
         rationale="from the pipeline",
         run_id=str(w.run_id),
         model_version=w.mv,
@@ -432,14 +469,19 @@ def _redis_user_value(w: World, as_of: date) -> str:
 
 
 async def test_user_strategy_is_expanded_with_the_profile_book(
-    world: tuple[World, Stubs], harness: Harness, caplog: pytest.LogCaptureFixture
+    world: tuple[World, Stubs],
+    harness: Harness,
+    caplog: pytest.LogCaptureFixture,
+    users_redis: redis.Redis,
 ) -> None:
     w, _ = world
     # The in-process answer cache off: every call reads Redis, so the values this test writes
     # behind the server's back are served at once (the cache: test_user_strategy_answer_cache).
     srv, _ = await harness.start(w.settings.model_copy(update={"user_strategy_cache_seconds": 0}))
     stubs = _stubs(harness, srv)
-    r = make_redis(w.settings.require("redis_url"))
+    r, version = users_redis, _new_version()
+    key = user_key(w.user, version)
+    await _switch_users_version(r, srv, version)
     try:
         resp = await stubs.strategy.GetStrategy(st_pb.GetStrategyRequest(user_id=w.user), timeout=5)
         assert resp.served_from == "postgres"  # nothing in Redis for this user
@@ -469,14 +511,14 @@ async def test_user_strategy_is_expanded_with_the_profile_book(
         assert old.regime == regime_to_pb(w.regimes[D1])
 
         # The pipeline's compact Redis value, expanded with the snapshot's book: same strategy.
-        r.set(user_key(w.user), _redis_user_value(w, D2), ex=60)
+        r.set(key, _redis_user_value(w, D2), ex=60)
         cached = await stubs.strategy.GetStrategy(
             st_pb.GetStrategyRequest(user_id=w.user), timeout=5
         )
         assert cached.served_from == "redis"
         assert cached.strategy == s and cached.regime == resp.regime
         # A cached value of an older run (its profile strategy is not the latest): PostgreSQL.
-        r.set(user_key(w.user), _redis_user_value(w, D1), ex=60)
+        r.set(key, _redis_user_value(w, D1), ex=60)
         fresh = await stubs.strategy.GetStrategy(
             st_pb.GetStrategyRequest(user_id=w.user), timeout=5
         )
@@ -488,7 +530,7 @@ async def test_user_strategy_is_expanded_with_the_profile_book(
         unreadable = metrics.CACHE_UNREADABLE.labels("JSONDecodeError")
         before = unreadable._value.get()
         bad = b"{not json " + uuid.uuid4().hex.encode()  # a value no other test wrote
-        r.set(user_key(w.user), bad, ex=60)
+        r.set(key, bad, ex=60)
         with caplog.at_level(logging.ERROR, logger="bloasis.serve.store_access"):
             for _ in range(2):
                 junk = await stubs.strategy.GetStrategy(
@@ -497,15 +539,14 @@ async def test_user_strategy_is_expanded_with_the_profile_book(
                 assert junk.served_from == "postgres" and junk.strategy == s
         assert unreadable._value.get() == before + 2
         logged = [x for x in caplog.records if "unreadable cached value" in x.getMessage()]
-        assert len(logged) == 1 and user_key(w.user) in logged[0].getMessage()
+        assert len(logged) == 1 and key in logged[0].getMessage()
         assert "Redis unavailable" not in caplog.text
         picks = await stubs.strategy.GetStockPicks(
             st_pb.GetStrategyRequest(user_id=w.user), timeout=5
         )
         assert [p.symbol for p in picks.picks] == ["KO", "UNH"]
     finally:
-        r.delete(user_key(w.user))
-        r.close()
+        r.delete(key)
 
 
 def _user_cache_hits() -> float:
@@ -516,7 +557,9 @@ def _user_cache_hits() -> float:
     return got or 0.0
 
 
-async def test_user_strategy_answer_cache(stack_settings: Settings, harness: Harness) -> None:
+async def test_user_strategy_answer_cache(
+    stack_settings: Settings, harness: Harness, users_redis: redis.Redis
+) -> None:
     """BLOASIS_USER_STRATEGY_CACHE_SECONDS: a user's unfiltered answer is reused in process
     (served_from "snapshot") until its TTL, an UpdatePreferences of that user or a new run."""
     w = _new_world(stack_settings)
@@ -531,11 +574,15 @@ async def test_user_strategy_answer_cache(stack_settings: Settings, harness: Har
             outbox.notify_results(conn, f"strategy:{d.isoformat()}")
 
     await asyncio.to_thread(seed, D1, True)
-    r = make_redis(w.settings.require("redis_url"))
+    # The users' version is set before the servers start: they read it when they load.
+    r, version = users_redis, _new_version()
+    r.set(USERS_VERSION_KEY, version, ex=300)
+    key = user_key(w.user, version)
     try:
         # A TTL no test outlasts, and a 60 s poll: only NOTIFY refreshes the snapshot.
         long = w.settings.model_copy(update={"user_strategy_cache_seconds": 3600})
         srv, _ = await harness.start(long, poll_interval=60.0)
+        assert srv.users_version.value == version
         s = _stubs(harness, srv)
         await _until(lambda: srv.refresher.listening, "LISTEN", 5)
         req = st_pb.GetStrategyRequest(user_id=w.user)
@@ -564,7 +611,7 @@ async def test_user_strategy_answer_cache(stack_settings: Settings, harness: Har
         ]
 
         # Redis changed behind the server's back: not read while the answer is valid ...
-        r.set(user_key(w.user), _redis_user_value(w, D1), ex=60)
+        r.set(key, _redis_user_value(w, D1), ex=60)
         assert (await s.strategy.GetStrategy(req, timeout=5)).served_from == "snapshot"
         # ... but an UpdatePreferences of that user here drops it at once.
         await s.strategy.UpdatePreferences(
@@ -595,14 +642,128 @@ async def test_user_strategy_answer_cache(stack_settings: Settings, harness: Har
         s2 = _stubs(harness, srv2)
         before = await s2.strategy.GetStrategy(req, timeout=5)
         assert (before.served_from, before.strategy) == ("postgres", new.strategy)
-        r.set(user_key(w.user), _redis_user_value(w, D2), ex=60)
+        r.set(key, _redis_user_value(w, D2), ex=60)
         await asyncio.sleep(0.3)
         after = await s2.strategy.GetStrategy(req, timeout=5)
         assert after.served_from == "redis" and after.strategy == new.strategy
     finally:
-        r.delete(user_key(w.user))
-        r.close()
+        r.delete(key)
         await asyncio.to_thread(_drop_users, w)
+
+
+# --- versioned user keys: the pointer `user-strategies:version` -------------------------------
+
+
+async def test_user_keys_of_the_version_the_pointer_names_are_served(
+    world: tuple[World, Stubs], harness: Harness, users_redis: redis.Redis
+) -> None:
+    """Two runs' keys side by side: the server serves the version the pointer names, and after
+    a switch (NOTIFY or a poke) the new one — its answer cache included."""
+    w, _ = world
+    r, old, new = users_redis, _new_version(), _new_version()
+    a, b = "0.8450", "0.8000"  # the two runs' values of the user, told apart by cash
+    write_user_keys(r, old, [(w.user, _redis_user_value(w, D2, cash_weight=a))], 60)
+    write_user_keys(r, new, [(w.user, _redis_user_value(w, D2, cash_weight=b))], 60)
+    # The answer cache on (the default) and a 60 s poll: only a poke or a NOTIFY refreshes.
+    srv, _ = await harness.start(w.settings, poll_interval=60.0)
+    s = _stubs(harness, srv)
+    req = st_pb.GetStrategyRequest(user_id=w.user)
+
+    async def served() -> tuple[str, str]:
+        resp = await s.strategy.GetStrategy(req, timeout=5)
+        assert list(resp.strategy.signals) == _expected_user_signals(w, D2)
+        return resp.served_from, resp.strategy.cash_weight
+
+    try:
+        await _until(lambda: srv.refresher.listening, "LISTEN", 5)
+        await _switch_users_version(r, srv, old)
+        assert await served() == ("redis", a)
+        assert await served() == ("snapshot", a)  # the answer cache
+        # Switched in Redis, not yet seen by the server: it still reads the previous version
+        # (whose keys live until their TTL), never a mix. (A filtered request is not cached:
+        # it reads Redis.)
+        r.set(USERS_VERSION_KEY, new, ex=300)
+        only = await s.strategy.GetStrategy(
+            st_pb.GetStrategyRequest(user_id=w.user, symbols=["KO"]), timeout=5
+        )
+        assert (only.served_from, only.strategy.cash_weight) == ("redis", a)
+        assert srv.users_version.value == old
+        # Seen (a poke; no notification): the new version's value, not the cached answer.
+        await _switch_users_version(r, srv, new)
+        assert await served() == ("redis", b)
+        assert await served() == ("snapshot", b)
+        # Back to the old version, announced as a run announces its switch: a NOTIFY.
+        r.set(USERS_VERSION_KEY, old, ex=300)
+        n = srv.refresher.notifications
+
+        def notify() -> None:
+            with engine_for(w.settings.require("database_url")).begin() as conn:
+                conn.execute(text("SELECT pg_notify('bloasis_results', 'redis keys switched')"))
+
+        await asyncio.to_thread(notify)
+        await _until(lambda: srv.refresher.notifications > n, "the notification", 5)
+        await _until(srv.refresher.caught_up, "the round after the notification", 5)
+        assert srv.users_version.value == old
+        assert await served() == ("redis", a)
+    finally:
+        r.delete(user_key(w.user, old), user_key(w.user, new))
+
+
+async def test_user_keys_of_another_version_are_never_served(
+    world: tuple[World, Stubs], harness: Harness, users_redis: redis.Redis
+) -> None:
+    """Keys the pointer does not name (another run's, or the unversioned key of before) are
+    never read: the answer comes from PostgreSQL."""
+    w, _ = world
+    r, named, other = users_redis, _new_version(), _new_version()
+    unversioned = f"user:{w.user}:strategy"
+    srv, _ = await harness.start(w.settings.model_copy(update={"user_strategy_cache_seconds": 0}))
+    s = _stubs(harness, srv)
+    req = st_pb.GetStrategyRequest(user_id=w.user)
+    try:
+        await _switch_users_version(r, srv, named)
+        write_user_keys(r, other, [(w.user, _redis_user_value(w, D2, cash_weight="0.8000"))], 60)
+        r.set(unversioned, _redis_user_value(w, D2, cash_weight="0.7000"), ex=60)
+        for _ in range(2):
+            resp = await s.strategy.GetStrategy(req, timeout=5)
+            assert (resp.served_from, resp.strategy.cash_weight) == ("postgres", "0.8450")
+            assert list(resp.strategy.signals) == _expected_user_signals(w, D2)
+        picks = await s.strategy.GetStockPicks(req, timeout=5)
+        assert picks.served_from == "postgres"
+        # The named version's key is served (so the misses above were the version's doing).
+        write_user_keys(r, named, [(w.user, _redis_user_value(w, D2, cash_weight="0.8100"))], 60)
+        resp = await s.strategy.GetStrategy(req, timeout=5)
+        assert (resp.served_from, resp.strategy.cash_weight) == ("redis", "0.8100")
+    finally:
+        r.delete(user_key(w.user, named), user_key(w.user, other), unversioned)
+
+
+async def test_without_a_users_version_user_reads_fall_through_to_postgres(
+    world: tuple[World, Stubs], harness: Harness, users_redis: redis.Redis
+) -> None:
+    """No pointer (never set, expired, or deleted): no user key is read at all."""
+    w, _ = world
+    r, version = users_redis, _new_version()
+    srv, _ = await harness.start(w.settings.model_copy(update={"user_strategy_cache_seconds": 0}))
+    s = _stubs(harness, srv)
+    req = st_pb.GetStrategyRequest(user_id=w.user)
+    try:
+        write_user_keys(r, version, [(w.user, _redis_user_value(w, D2, cash_weight="0.8000"))], 60)
+        await _switch_users_version(r, srv, version)
+        assert (await s.strategy.GetStrategy(req, timeout=5)).served_from == "redis"
+        await _switch_users_version(r, srv, None)  # the pointer is gone: the version too
+        resp = await s.strategy.GetStrategy(req, timeout=5)
+        assert (resp.served_from, resp.strategy.cash_weight) == ("postgres", "0.8450")
+        assert list(resp.strategy.signals) == _expected_user_signals(w, D2)
+        # A server started without a pointer has no version either.
+        srv2, _ = await harness.start(
+            w.settings.model_copy(update={"user_strategy_cache_seconds": 0})
+        )
+        assert srv2.users_version.value is None
+        got = await _stubs(harness, srv2).strategy.GetStrategy(req, timeout=5)
+        assert (got.served_from, got.strategy.cash_weight) == ("postgres", "0.8450")
+    finally:
+        r.delete(user_key(w.user, version))
 
 
 # --- sector analysis ---------------------------------------------------------------------------
@@ -852,7 +1013,7 @@ async def test_not_found(
 
     # A model version with nothing stored.
     empty = stack_settings.model_copy(
-        update={"model_version": f"regime-v2-grpcs-{uuid.uuid4().hex[:12]}"}
+        update={"model_version": f"regime-v2-grpcs-{uuid.uuid4().hex[-12:]}"}
     )
     srv, _ = await harness.start(empty)
     e = _stubs(harness, srv)
@@ -1005,15 +1166,16 @@ async def test_blocking_client_and_formatting(world: tuple[World, Stubs]) -> Non
 # --- PostgreSQL outage: snapshot and Redis keep reads going ------------------------------------
 
 
-def _run_keys(w: World) -> dict[str, tuple[str, int]]:
-    """D2's keys as the pipeline's publish step writes them (one MULTI/EXEC, every key a TTL)."""
+def _run_keys(w: World, version: str) -> dict[str, tuple[str, int]]:
+    """D2's keys as the pipeline's switch writes them (one MULTI/EXEC, every key a TTL): the
+    shared keys and the pointer to the users' `version` (their keys written before it)."""
     analysis = sector_analysis_to_pb(
         _analysis(D2), run_id=w.run_id, model_version=w.mv, computed_at=AT
     )
     keys = {
         REGIME_CURRENT_KEY: (to_json(regime_to_pb(w.regimes[D2])), 120),
         sectors_key("bear"): (to_json(analysis), 120),
-        user_key(w.user): (_redis_user_value(w, D2), 120),
+        USERS_VERSION_KEY: (version, 120),
     }
     for p in PROFILES:
         keys[strategy_key(p)] = (to_json(_expected_profile(w, p, D2)), 120)
@@ -1025,10 +1187,17 @@ async def test_reads_survive_a_postgres_outage(
     world: tuple[World, Stubs], stack_state_dir: Path, harness: Harness
 ) -> None:
     w, warm = world
+    assert w.server is not None
     r = make_redis(w.settings.require("redis_url"))
-    keys = _run_keys(w)
-    saved = {k: (r.get(k), r.pttl(k)) for k in keys}
+    version = _new_version()
+    keys = _run_keys(w, version)
+    saved = {k: (r.get(k), r.pttl(k)) for k in (*keys, user_key(w.user, version))}
+    write_user_keys(r, version, [(w.user, _redis_user_value(w, D2))], 120)
     write_run_keys(r, keys)
+    # The warm server reads the new users' version (what the run's NOTIFY makes it do).
+    w.server.refresher.poke()
+    await _until(w.server.refresher.caught_up, "the round after the switch", 5)
+    assert w.server.users_version.value == version
     expected_sectors = sector_analysis_to_pb(
         _analysis(D2), run_id=w.run_id, model_version=w.mv, computed_at=AT
     )
@@ -1061,6 +1230,7 @@ async def test_reads_survive_a_postgres_outage(
 
         # A fresh server has no snapshot: Redis.
         srv2, _ = await harness.start(w.settings, poll_interval=60.0)
+        assert srv2.users_version.value == version  # read from Redis alone
         fresh = _stubs(harness, srv2)
         assert await _all_health(fresh.channel, NOT_SERVING)
         for profile in PROFILES:
@@ -1093,7 +1263,7 @@ async def test_reads_survive_a_postgres_outage(
             if value is None:
                 r.delete(k)
             else:
-                r.set(k, value, px=max(int(pttl), 1))
+                r.set(k, value, px=int(pttl) if pttl > 0 else None)
         r.close()
 
     await _until(lambda: _all_health(warm.channel, SERVING), "SERVING again", 10)

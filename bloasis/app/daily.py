@@ -77,7 +77,8 @@ class DailyRequest:
 class DailySteps:
     """The operations a run calls. `plain_steps()` are the functions of `bloasis.app.steps`;
     the flow passes the same functions wrapped as Prefect tasks, and a `derive_users` that
-    submits one task per chunk to its task runner (threads or Dask)."""
+    submits one task per chunk of users to its task runner (threads or Dask): each chunk
+    loads, derives, stores and caches its users, so no process holds them all."""
 
     load_market_data: Callable[[Settings, str, date | None], MarketData]
     warm_up_history: Callable[
@@ -88,32 +89,27 @@ class DailySteps:
     sectors_and_profiles: Callable[
         [Settings, MarketData, RegimeResult, uuid.UUID, bool], strategy_run.TierOutcome
     ]
-    load_users: Callable[[Settings, Sequence[str] | None], list[store.StoredPreferences]]
+    user_slices: Callable[[Settings, Sequence[str] | None], list[strategy_run.UserSlice]]
     derive_users: Callable[
         [
+            Settings,
             dict[str, ProfileBook],
-            list[Sequence[store.StoredPreferences]],
-            uuid.UUID,
-            str,
-            datetime,
+            list[strategy_run.UserSlice],
+            strategy_run.UsersJob,
         ],
-        list[strategy_run.UserChunk],
+        list[strategy_run.UsersOutcome],
     ]
-    store_users: Callable[
-        [Settings, Sequence[strategy_run.UserChunk], bool], strategy_run.UsersOutcome
-    ]
-    publish_run: Callable[[Settings, str, date, bool, strategy_run.UsersOutcome | None], str]
+    publish_run: Callable[[Settings, str, date, bool, str | None], str]
     relay_outbox: Callable[[Settings], Awaitable[str]]
 
 
 def _derive_in_order(
+    settings: Settings,
     books: dict[str, ProfileBook],
-    chunks: list[Sequence[store.StoredPreferences]],
-    run_id: uuid.UUID,
-    model_version: str,
-    at: datetime,
-) -> list[strategy_run.UserChunk]:
-    return [steps.derive_users(books, c, run_id, model_version, at) for c in chunks]
+    parts: list[strategy_run.UserSlice],
+    job: strategy_run.UsersJob,
+) -> list[strategy_run.UsersOutcome]:
+    return [steps.derive_users(settings, books, p, job) for p in parts]
 
 
 def plain_steps() -> DailySteps:
@@ -123,9 +119,8 @@ def plain_steps() -> DailySteps:
         compute_regime=steps.compute_regime,
         persist_regime=steps.persist_regime,
         sectors_and_profiles=steps.sectors_and_profiles,
-        load_users=steps.load_users,
+        user_slices=steps.user_slices,
         derive_users=_derive_in_order,
-        store_users=steps.store_users,
         publish_run=steps.publish_run,
         relay_outbox=steps.relay_outbox,
     )
@@ -431,7 +426,7 @@ async def _session(
         "" if outcome.inserted else " — already stored, nothing written",
     )
     tier_info: dict[str, Any] = {}
-    users_out = None
+    users_version: str | None = None
     if req.strategies:
         t = time.perf_counter()
         tier = steps.sectors_and_profiles(settings, md, stored, run_id, historical)
@@ -443,8 +438,8 @@ async def _session(
             )  # fmt: skip
             metrics.OPTIMISER_FALLBACKS.labels(profile, why["kind"]).inc()
         t = time.perf_counter()
-        prefs = steps.load_users(settings, req.users)
-        if prefs and tier.stale_books:
+        parts = steps.user_slices(settings, req.users)
+        if parts and tier.stale_books:
             # Serving expands users with the stored books; deriving them from different
             # recomputed ones would store strategies that cannot be expanded.
             raise pipeline.PipelineError(
@@ -454,12 +449,30 @@ async def _session(
                 + "; ".join(f"{p}: {why}" for p, why in sorted(tier.stale_books.items()))
                 + ". Recompute the session under a new model version, or restore the data."
             )
-        at = datetime.now(UTC)
-        chunks = strategy_run.chunks_of(prefs, settings.user_chunk_size)
-        derived = steps.derive_users(tier.books, chunks, run_id, model.version, at)
-        users_out = steps.store_users(settings, derived, historical)
+        # An older session than the current one is stored, not cached: current keys stay.
+        current = strategy_run.is_current(engine, model.version, stored.as_of)
+        users_version = strategy_run.users_cache_version(
+            settings.value_of("redis_url"), run_id, every_user=req.users is None
+        ) if current else None  # fmt: skip
+        job = strategy_run.UsersJob(
+            run_id=run_id,
+            model_version=model.version,
+            computed_at=datetime.now(UTC),
+            historical=historical,
+            cache_version=users_version,
+            symbol_events=settings.user_symbol_events,
+        )
+        users_out = strategy_run.UsersOutcome.total(
+            steps.derive_users(settings, tier.books, parts, job)
+        )
         timings["users_s"] = time.perf_counter() - t
         timings |= {f"users_{k}": v for k, v in users_out.timings.items()}
+        if users_out.cache_errors:
+            logger.warning(
+                "%d user keys not written to Redis (readers use PostgreSQL for them): %s",
+                users_out.users - users_out.cached,
+                users_out.cache_errors[0],
+            )
         await reporter.picks(tier.books, run_id)
         tier_info = {
             "sectors_selected": list(tier.analysis.selected),
@@ -468,6 +481,8 @@ async def _session(
             "users": users_out.users,
             "user_strategies_written": users_out.written,
             "user_events_queued": users_out.events,
+            "user_chunks": len(parts),
+            "user_keys_cached": users_out.cached,
             # One per signal, as the original executor consumes them (profiles and users).
             "signal_events_queued": tier.signal_events + users_out.signal_events,
             # Never silent: `bloasis status` shows it from the run's stored result.
@@ -483,7 +498,7 @@ async def _session(
         )
     t = time.perf_counter()
     cache_status = steps.publish_run(settings, model.version, stored.as_of, req.strategies,
-                                     users_out)  # fmt: skip
+                                     users_version)  # fmt: skip
     timings["cache_s"] = time.perf_counter() - t
     relay_status = "skipped"
     if req.relay:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from bloasis import pipeline, strategy_run
@@ -22,7 +22,6 @@ from bloasis.publish.kafka_options import client_options
 from bloasis.publish.relay import RelayError, RelayStats, relay_pending
 from bloasis.regime.model import RegimeModel
 from bloasis.regime.types import RegimeResult
-from bloasis.store import strategies as store
 from bloasis.store.db import get_engine
 from bloasis.strategy.engine import ProfileBook
 
@@ -107,26 +106,26 @@ def sectors_and_profiles(
     return out
 
 
-def load_users(settings: Settings, user_ids: Sequence[str] | None) -> list[store.StoredPreferences]:
-    return strategy_run.load_users(get_engine(settings), user_ids)
+def user_slices(settings: Settings, user_ids: Sequence[str] | None) -> list[strategy_run.UserSlice]:
+    return strategy_run.user_slices(get_engine(settings), user_ids, settings.user_chunk_size)
 
 
 def derive_users(
+    settings: Settings,
     books: dict[str, ProfileBook],
-    users: Sequence[store.StoredPreferences],
-    run_id: uuid.UUID,
-    model_version: str,
-    computed_at: datetime,
-) -> strategy_run.UserChunk:
-    return strategy_run.derive_chunk(
-        books, users, run_id=run_id, model_version=model_version, computed_at=computed_at
-    )
-
-
-def store_users(
-    settings: Settings, chunks: Sequence[strategy_run.UserChunk], historical: bool = False
+    part: strategy_run.UserSlice,
+    job: strategy_run.UsersJob,
 ) -> strategy_run.UsersOutcome:
-    return strategy_run.store_user_chunks(get_engine(settings), chunks, historical=historical)
+    """One chunk of users: loaded, derived, stored and cached where this runs (a Dask worker
+    builds its own connections from the settings); only its counts come back."""
+    return strategy_run.derive_store_cache(
+        get_engine(settings),
+        books,
+        part,
+        job,
+        redis_url=settings.value_of("redis_url"),
+        ttl=settings.strategy_ttl_seconds,
+    )
 
 
 def publish_run(
@@ -134,7 +133,7 @@ def publish_run(
     model_version: str,
     as_of: date,
     with_strategies: bool,
-    users: strategy_run.UsersOutcome | None,
+    users_version: str | None = None,
 ) -> str:
     return strategy_run.publish_run(
         get_engine(settings),
@@ -142,7 +141,7 @@ def publish_run(
         model_version=model_version,
         as_of=as_of,
         with_strategies=with_strategies,
-        users=users,
+        users_version=users_version,
     )
 
 

@@ -1,7 +1,16 @@
-"""Redis: the latest results as proto3 JSON, every key with a TTL, a run's keys switched at once."""
+"""Redis: the latest results as proto3 JSON, every key with a TTL, a run's keys switched at once.
+
+User strategies are too many for one MULTI/EXEC (a million keys would block Redis for seconds):
+a run writes them under a version of its own (`user:{id}:strategy@{version}`) in bounded,
+non-transactional pipelines, invisible to readers until the run's one small MULTI/EXEC sets
+the shared keys and the pointer `user-strategies:version` together. Readers resolve the pointer
+first, so they never mix two runs' users; an old version's keys expire with their TTL.
+"""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable
 from typing import Final
 
 import redis
@@ -10,6 +19,15 @@ from bloasis.regime.types import RegimeResult
 from bloasis.wire import regime_from_json, regime_to_json
 
 REGIME_CURRENT_KEY: Final = "market:regime:current"
+# The version of the user keys readers use; set only in a run's switch (`write_run_keys`).
+USERS_VERSION_KEY: Final = "user-strategies:version"
+# How long the previous version's user keys outlive a switch: readers holding the old pointer
+# (a server between the switch and its NOTIFY, or its 60 s poll when LISTEN is down) still
+# find them; then they go, so two versions share Redis memory for minutes, not a whole TTL.
+OLD_USERS_VERSION_GRACE_S: Final = 300
+# SETs per non-transactional pipeline: a few ms of Redis time each (bench `users_1m` measures the
+# longest command), so readers are never held up for long.
+USER_KEYS_PER_PIPELINE: Final = 2000
 
 
 def make_redis(url: str, *, timeout: float = 2.0) -> redis.Redis:
@@ -52,5 +70,63 @@ def preferences_key(user_id: str) -> str:
     return f"user:{user_id}:preferences"
 
 
-def user_key(user_id: str) -> str:
-    return f"user:{user_id}:strategy"
+def user_key(user_id: str, version: str) -> str:
+    """A user's compact strategy as written by the run of `version` (see the module doc)."""
+    return f"user:{user_id}:strategy@{version}"
+
+
+def new_users_version(run_id: uuid.UUID) -> str:
+    """The version a run that derives every user writes its user keys under."""
+    return run_id.hex[-12:]  # the low bits: random in a uuid4, distinct for small test ids
+
+
+def read_users_version(client: redis.Redis) -> str | None:
+    raw = client.get(USERS_VERSION_KEY)
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    return raw or None
+
+
+def write_user_keys(
+    client: redis.Redis,
+    version: str,
+    values: Iterable[tuple[str, str]],
+    ttl: int,
+    *,
+    per_pipeline: int = USER_KEYS_PER_PIPELINE,
+) -> int:
+    """SET (user id, value) under `version` in pipelines of `per_pipeline` commands, not
+    transactions: the keys are not read before the switch names their version. Returns the
+    number written."""
+    if ttl <= 0:
+        raise ValueError(f"TTL for user keys must be positive, got {ttl}")
+    n = 0
+    pipe = client.pipeline(transaction=False)
+    try:
+        for user_id, value in values:
+            pipe.set(user_key(user_id, version), value, ex=ttl)
+            n += 1
+            if n % per_pipeline == 0:
+                pipe.execute()
+        if len(pipe):
+            pipe.execute()
+    finally:
+        pipe.reset()
+    return n
+
+
+def expire_users_version(
+    client: redis.Redis, version: str, grace_s: int = OLD_USERS_VERSION_GRACE_S
+) -> int:
+    """Shorten the TTL of every user key of `version` to `grace_s` (never lengthen it): SCAN in
+    steps of a few thousand keys, EXPIRE ... LT in pipelines, so Redis is never held for long.
+    Returns the number of keys found."""
+    n = 0
+    with client.pipeline(transaction=False) as pipe:
+        for key in client.scan_iter(match=user_key("*", version), count=5000):
+            pipe.expire(key, grace_s, lt=True)
+            n += 1
+            if n % USER_KEYS_PER_PIPELINE == 0:
+                pipe.execute()
+        pipe.execute()
+    return n

@@ -12,8 +12,11 @@ Latest reads (empty `as_of`):
 - sector analysis: snapshot -> Redis `sectors:{regime}:analysis` -> PostgreSQL;
 - a risk profile's strategy: snapshot (every profile's latest with its book and regime) ->
   Redis `strategy:{profile}:current` -> PostgreSQL;
-- a user's strategy: not snapshotted (there may be 100k users): Redis `user:{id}:strategy`
-  (compact) expanded with the snapshot's book of the profile strategy it names -> PostgreSQL.
+- a user's strategy: not snapshotted (there may be 100k users): Redis
+  `user:{id}:strategy@{version}` (compact) of the version the pointer
+  `user-strategies:version` names — itself snapshotted (`users_version`), so every user is
+  read from one run — expanded with the snapshot's book of the profile strategy it names ->
+  PostgreSQL.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from bloasis.pb.v2 import common_pb2, strategy_pb2
 from bloasis.publish.cache import (
     preferences_key,
     read_current_regime,
+    read_users_version,
     sectors_key,
     strategy_key,
     user_key,
@@ -471,14 +475,19 @@ class StrategyReads:
         store: StoreAccess,
         snapshot: Snapshot[LatestStrategies],
         regimes: Snapshot[RegimeResult],
+        users_version: Snapshot[str],
         refresher: StoreRefresher,
         *,
         prefs_ttl: float = 0,
     ) -> None:
+        """`users_version`: the version of the Redis user keys to read (the pointer
+        `user-strategies:version`, kept fresh with `load_users_version`); while its value is
+        None, users are read from PostgreSQL."""
         self.model_version = model_version
         self.store = store
         self.snapshot = snapshot
         self.regimes = regimes
+        self.users_version = users_version
         self.refresher = refresher
         self.profile_rt: ReadThrough[str, Served] = ReadThrough(
             "strategy",
@@ -509,14 +518,22 @@ class StrategyReads:
 
     def user_version(self, user_id: str) -> tuple[object, ...] | None:
         """The data a user's latest answer depends on (the answer cache's version): the
-        snapshot values, the user's write generation here, and the count of result
-        notifications (a users-only run elsewhere changes no snapshot, but it notifies, and
-        notifies again once its Redis keys are switched); None while nothing is loaded."""
+        snapshot values (the Redis user keys' version among them), the user's write generation
+        here, and the count of result notifications (a users-only run elsewhere changes no
+        snapshot, but it notifies, and notifies again once its Redis keys are switched); None
+        while nothing is loaded."""
         strategies = self.snapshot.value
         if strategies is None:
             return None
         gen = self._user_gen.get(user_id, 0)
-        return (strategies, self.regimes.value, gen, self._gen_epoch, self.refresher.notifications)
+        return (
+            strategies,
+            self.regimes.value,
+            self.users_version.value,
+            gen,
+            self._gen_epoch,
+            self.refresher.notifications,
+        )
 
     def user_changed(self, user_id: str) -> None:
         """A write for `user_id` happened (or may have: call it on failures too)."""
@@ -581,6 +598,12 @@ class StrategyReads:
                 key, _preferences_json(stored.prefs), self.prefs_ttl, "caching preferences"
             )
         return stored.prefs
+
+    def load_users_version(self) -> str | None:
+        """Blocking (the `users_version` snapshot's loader): the version the pointer
+        `user-strategies:version` names, None when it is not set. Redis failing raises (the
+        refresher logs it and keeps the version it had)."""
+        return read_users_version(self.store.sync_redis())
 
     def load_latest(self) -> LatestStrategies | None:
         """Blocking: every profile's latest strategy, read in one consistent database snapshot."""
@@ -677,14 +700,15 @@ class StrategyReads:
     # --- user strategies ---------------------------------------------------------------------
 
     def _content(
-        self, raw: bytes, user_id: str
+        self, raw: bytes, user_id: str, redis_key: str
     ) -> tuple[tuple[object, ...], dict[str, Any]] | None:
-        """The compact `user:{id}:strategy` value's content key and fields; None (a miss) when
-        it is unreadable or not this user's value of this model version."""
+        """The compact value of `redis_key` (`user:{id}:strategy@{version}`): its content key
+        and fields; None (a miss) when it is unreadable or not this user's value of this model
+        version."""
         try:
             d = json.loads(raw)
         except ValueError as exc:
-            UNREADABLE.note_value(user_key(user_id), raw, exc)  # counted; logged once per value
+            UNREADABLE.note_value(redis_key, raw, exc)  # counted; logged once per value
             return None
         if (
             not isinstance(d, dict)
@@ -788,12 +812,17 @@ class StrategyReads:
 
     async def _user_redis(self, user_id: str, _context: Any) -> UserServed | None:
         latest = self.snapshot.value
-        if latest is None or not self.store.settings.redis_url:
-            return None  # without the snapshot's books a compact value cannot be expanded
-        raw = await self.store.redis_get(
-            user_key(user_id), f"reading the strategy of user {user_id!r}"
-        )
-        content = self._content(raw, user_id) if raw else None
+        # Only the keys of the version the server knows, so no answer mixes two runs' users.
+        # Right after a switch, before its NOTIFY is processed, that is still the previous
+        # run's version: its keys live on until their TTL, so they are served meanwhile.
+        version = self.users_version.value
+        if latest is None or version is None or not self.store.settings.redis_url:
+            # Without the snapshot's books a compact value cannot be expanded; without a
+            # version there are no keys to read: PostgreSQL.
+            return None
+        redis_key = user_key(user_id, version)
+        raw = await self.store.redis_get(redis_key, f"reading the strategy of user {user_id!r}")
+        content = self._content(raw, user_id, redis_key) if raw else None
         if content is None:
             return None
         key, d = content
@@ -808,7 +837,7 @@ class StrategyReads:
         try:
             rec = self._record(d, user_id)
         except (KeyError, TypeError, ValueError) as exc:
-            UNREADABLE.note(user_key(user_id), str(key), exc)  # the content key: its version
+            UNREADABLE.note(redis_key, str(key), exc)  # the content key: its version
             return None
         entry = by_strategy_id(latest, rec.profile_strategy_id)
         if entry is None:

@@ -182,6 +182,9 @@ class RegimeServer:
         self.regime_snapshot: Snapshot[RegimeResult] = self.snapshot("current regime")
         sectors: Snapshot[LatestSectors] = self.snapshot("latest sector analysis")
         strategies: Snapshot[LatestStrategies] = self.snapshot("latest profile strategies")
+        # The version of the Redis user keys (the pointer `user-strategies:version`): read from
+        # Redis, not PostgreSQL, but refreshed the same way (a run switching its keys notifies).
+        self.users_version: Snapshot[str] = self.snapshot("user strategies version")
         regimes = RegimeReads(model_version, self.store, self.regime_snapshot, self.refresher)
         sector_reads = SectorReads(model_version, self.store, sectors, strategies, self.refresher)
         strategy_reads = StrategyReads(
@@ -189,6 +192,7 @@ class RegimeServer:
             self.store,
             strategies,
             self.regime_snapshot,
+            self.users_version,
             self.refresher,
             prefs_ttl=settings.user_strategy_cache_seconds,
         )
@@ -198,6 +202,10 @@ class RegimeServer:
         self.refresher.track(self.regime_snapshot, regimes.load_current)
         self.refresher.track(strategies, strategy_reads.load_latest)
         self.refresher.track(sectors, sector_reads.load_latest)
+        if settings.redis_url:
+            # Last: Redis being down (a loader failing after its timeout) never delays the
+            # PostgreSQL snapshots of a round. Without Redis the version stays None.
+            self.refresher.track(self.users_version, strategy_reads.load_users_version)
         watch_limit = WatchLimit(settings.watch_max_streams)
         self.market_regime = MarketRegimeServicer(
             regimes,
@@ -358,6 +366,9 @@ class RegimeServer:
             return
         if ok:
             log.info("Redis answers: %s SERVING", CACHE_HEALTH_NAME)
+            if self._cache_status is not None:
+                # Back: re-read the user keys' version now, not at the next poll.
+                self.refresher.poke()
         else:
             log.warning("Redis is not answering: %s NOT_SERVING (reads degrade)", CACHE_HEALTH_NAME)
         self._cache_status = status

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
@@ -78,6 +79,7 @@ class StoreAccess:
         # than the engine's connection pool (5 + 5 overflow).
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bloasis-store")
         self._redis: redis.Redis | None = None
+        self._redis_lock = threading.Lock()
         self._aredis: aredis.Redis | None = None  # the per-call GETs of the hot path
         self._probes: dict[str, asyncio.Future[None]] = {}
 
@@ -142,9 +144,7 @@ class StoreAccess:
             return None
         loop = asyncio.get_running_loop()
         try:
-            if self._redis is None:
-                self._redis = make_redis(self.settings.require("redis_url"), timeout=1.0)
-            client = self._redis
+            client = self.sync_redis()
             return await asyncio.wait_for(
                 loop.run_in_executor(self.executor, fn, client), self.store_timeout
             )
@@ -191,6 +191,15 @@ class StoreAccess:
             return False
         return True
 
+    def sync_redis(self) -> redis.Redis:
+        """The blocking Redis client (made once; calls on the store pool: `redis_call`, the
+        health probe, snapshot loaders). Raises when BLOASIS_REDIS_URL is not set."""
+        if self._redis is None:
+            with self._redis_lock:  # the event loop and a loader thread may both be first
+                if self._redis is None:
+                    self._redis = make_redis(self.settings.require("redis_url"), timeout=1.0)
+        return self._redis
+
     def _async_redis(self) -> aredis.Redis:
         if self._aredis is None:
             self._aredis = aredis.Redis.from_url(
@@ -227,9 +236,7 @@ class StoreAccess:
         """True if Redis answers PING within `timeout` (False when none is configured)."""
         if not self.settings.redis_url:
             return False
-        if self._redis is None:
-            self._redis = make_redis(self.settings.require("redis_url"), timeout=1.0)
-        client = self._redis
+        client = self.sync_redis()
 
         def _ping() -> None:
             client.ping()

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Connection, Select, Table, func, select
+from sqlalchemy import Connection, Select, Table, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 
 from bloasis.store.models import (
@@ -344,12 +344,39 @@ def get_preferences(conn: Connection, user_id: str) -> StoredPreferences | None:
 
 
 def list_preferences(
-    conn: Connection, user_ids: Sequence[str] | None = None
+    conn: Connection,
+    user_ids: Sequence[str] | None = None,
+    *,
+    first: str | None = None,
+    before: str | None = None,
 ) -> list[StoredPreferences]:
+    """Users in id order: those of `user_ids`, or with ids in [first, before) (None: open)."""
     q = select(_UP).order_by(_UP.c.user_id)
     if user_ids is not None:
         q = q.where(_UP.c.user_id.in_(list(user_ids)))
+    if first is not None:
+        q = q.where(_UP.c.user_id >= first)
+    if before is not None:
+        q = q.where(_UP.c.user_id < before)
     return [_prefs(r) for r in conn.execute(q)]
+
+
+def user_id_boundaries(conn: Connection, every: int) -> list[str]:
+    """The first user id of each run of `every` users in id order (the first id first): the
+    slices a daily run derives, read without loading the users (one index-only scan)."""
+    rows = conn.execute(
+        text(
+            "SELECT user_id FROM (SELECT user_id, row_number() OVER (ORDER BY user_id) AS n "
+            "FROM user_preferences) t WHERE (n - 1) % :every = 0 ORDER BY user_id"
+        ),
+        {"every": every},
+    )
+    return [r[0] for r in rows]
+
+
+def known_users(conn: Connection, user_ids: Sequence[str]) -> set[str]:
+    rows = conn.execute(select(_UP.c.user_id).where(_UP.c.user_id.in_(list(user_ids))))
+    return {r[0] for r in rows}
 
 
 def count_users(conn: Connection) -> int:
@@ -476,12 +503,14 @@ def get_user_strategy(
 
 
 def user_provenance(
-    conn: Connection, model_version: str, as_of: date
+    conn: Connection, model_version: str, as_of: date, user_ids: Sequence[str] | None = None
 ) -> dict[str, tuple[uuid.UUID, datetime]]:
-    """user id -> (run id, computed at) of every user strategy stored for an as-of date."""
-    rows = conn.execute(
-        select(_US.c.user_id, _US.c.run_id, _US.c.computed_at).where(
-            _US.c.model_version == model_version, _US.c.as_of == as_of
-        )
+    """user id -> (run id, computed at) of the user strategies stored for an as-of date (of
+    `user_ids` only, when given)."""
+    q = select(_US.c.user_id, _US.c.run_id, _US.c.computed_at).where(
+        _US.c.model_version == model_version, _US.c.as_of == as_of
     )
+    if user_ids is not None:
+        q = q.where(_US.c.user_id.in_(list(user_ids)))
+    rows = conn.execute(q)
     return {r.user_id: (r.run_id, r.computed_at) for r in rows}
