@@ -75,6 +75,7 @@ GROUPS: Final = (
         ("backtest_vs_reference", "backtest_3_profiles_1990_2022", "backtest_users_1000"),
     ),
     Group("bench.dask_users", ("users_derive_dask",)),
+    Group("bench.users_1m", ("users_1m", "symbol_events")),
 )
 
 

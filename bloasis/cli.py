@@ -660,7 +660,8 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             runs = conn.execute(
                 text(
                     "SELECT DISTINCT ON (flow) flow, status, as_of, started_at, finished_at, "
-                    "result -> 'optimiser_fallbacks' AS fallbacks "
+                    "result -> 'optimiser_fallbacks' AS fallbacks, "
+                    "result -> 'user_keys_missing' AS keys_missing "
                     "FROM pipeline_runs ORDER BY flow, started_at DESC"
                 )
             ).all()
@@ -689,6 +690,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                         "started_at": r.started_at.isoformat(),
                         "finished_at": r.finished_at.isoformat() if r.finished_at else None,
                         "optimiser_fallbacks": r.fallbacks or {},
+                        "user_keys_missing": r.keys_missing or 0,
                     }
                     for r in runs
                 ],
@@ -772,6 +774,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(
                 f"  WARNING {profile}: volatility-targeted weights only, the optimiser fell "
                 f"back ({why.get('kind')}): {why.get('note')}"
+            )
+        if missing := r.get("user_keys_missing"):
+            print(
+                f"  WARNING {missing} users' Redis keys were not written (Redis unavailable for "
+                "their chunks): their reads use PostgreSQL until the next run"
             )
     return 0
 

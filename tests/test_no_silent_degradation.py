@@ -103,6 +103,40 @@ def test_a_run_records_logs_counts_and_shows_the_fallback(
     assert "WARNING moderate: volatility-targeted weights only" in text_out.stdout
 
 
+def test_user_keys_redis_refused_are_counted_and_shown(
+    stack_settings: Settings,
+    stack_state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis refusing a chunk's user keys (the switch itself works) does not fail the run, nor
+    pass unnoticed: the run counts the keys missing, warns, and `bloasis status` shows it."""
+    import redis
+
+    from bloasis import strategy_run
+    from bloasis.strategy.types import UserPreferences
+    from bloasis.users import ensure_user
+
+    s = stack_settings.model_copy(
+        update={"model_version": f"regime-v2-nokeys-{uuid.uuid4().hex[:8]}"}
+    )
+    ensure_user(get_engine(s), UserPreferences("nokeys-1", "moderate"))
+
+    def refused(*_a: object, **_k: object) -> int:
+        raise redis.ConnectionError("Connection refused (injected)")
+
+    monkeypatch.setattr(strategy_run, "write_user_keys", refused)
+    with caplog.at_level(logging.WARNING):
+        out = asyncio.run(run_daily(DailyRequest(relay=False), run_id=uuid.uuid4(), settings=s))
+    assert out["users"] >= 1 and out["user_keys_cached"] == 0
+    assert out["user_keys_missing"] == out["users"]
+    assert "Redis keys switched (current)" in out["cache"]
+    warned = [r.getMessage() for r in caplog.records if "user keys not written" in r.getMessage()]
+    assert warned and "injected" in warned[-1]
+    text_out = bloasis("status", state_dir=stack_state_dir)
+    assert f"WARNING {out['users']} users' Redis keys were not written" in text_out.stdout
+
+
 def test_the_relay_is_the_one_retry_layer() -> None:
     """`relay_pending` retries the broker (3 attempts); the flows and tasks around it do not
     retry it again (a flow's retries=2 made it up to 9)."""

@@ -483,6 +483,8 @@ async def _session(
             "user_events_queued": users_out.events,
             "user_chunks": len(parts),
             "user_keys_cached": users_out.cached,
+            # Never silent: Redis failing for some chunks (their users read from PostgreSQL).
+            "user_keys_missing": users_out.users - users_out.cached if users_version else 0,
             # One per signal, as the original executor consumes them (profiles and users).
             "signal_events_queued": tier.signal_events + users_out.signal_events,
             # Never silent: `bloasis status` shows it from the run's stored result.
