@@ -9,6 +9,7 @@ import asyncio
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -122,3 +123,14 @@ def test_the_pipeline_survives_a_lost_worker_without_duplicates(
     assert tuple(rows) == (n, n)
     assert tuple(events) == (n, n)
     assert len(dask_cluster.wait_for_workers(address, 1)) == 1  # the other one did the rest
+    # Every user's Redis key is there, under the version the run switched to.
+    from bloasis.publish.cache import USERS_VERSION_KEY, make_redis, user_key
+
+    r = make_redis(load_settings().require("redis_url"))
+    version = (r.get(USERS_VERSION_KEY) or b"").decode()
+    assert version == uuid.UUID(out["run_id"]).hex[-12:] and out["user_keys_cached"] == n
+    with r.pipeline(transaction=False) as pipe:
+        for i in range(n):
+            pipe.exists(user_key(f"dc{i:04d}", version))
+        assert sum(pipe.execute()) == n
+    r.close()
