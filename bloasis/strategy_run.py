@@ -514,11 +514,16 @@ def publish_run(
     try:
         previous = read_users_version(client) if USERS_VERSION_KEY in values else None
         write_run_keys(client, values)
+    except redis.RedisError as exc:
+        client.close()
+        log.warning("Redis unavailable, keys will be repaired by the next run: %s", exc)
+        return "redis unavailable"
+    try:
         if previous and previous != users_version:
             expired = expire_users_version(client, previous)
     except redis.RedisError as exc:
-        log.warning("Redis unavailable, keys will be repaired by the next run: %s", exc)
-        return "redis unavailable"
+        # The switch is done: the old version's keys just live out their own TTL.
+        log.warning("the previous user keys (%s) keep their TTL: %s", previous, exc)
     finally:
         client.close()
     # Servers drop the answers they cached from the old keys (bloasis.serve.answer_cache):

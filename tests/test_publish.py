@@ -108,11 +108,11 @@ def test_cache_holds_latest_as_of_with_ttl(clean_db: Engine, stack_settings: Set
     r.delete(REGIME_CURRENT_KEY)
     persist_regime(clean_db, regime(date(2022, 6, 1), "bear"))
     publish_run(clean_db, stack_settings, model_version="rules-v1", as_of=date(2022, 6, 1),
-                with_strategies=False, users=None)  # fmt: skip
+                with_strategies=False)  # fmt: skip
     # An older as-of stored later does not replace what is current.
     persist_regime(clean_db, regime(date(2022, 5, 1), "bull"))
     publish_run(clean_db, stack_settings, model_version="rules-v1", as_of=date(2022, 5, 1),
-                with_strategies=False, users=None)  # fmt: skip
+                with_strategies=False)  # fmt: skip
     cur = read_current_regime(r)
     assert cur is not None and (cur.as_of, cur.regime) == (date(2022, 6, 1), "bear")
     ttl = r.ttl(REGIME_CURRENT_KEY)

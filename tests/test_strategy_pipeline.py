@@ -322,3 +322,26 @@ def test_a_chunk_with_redis_unreachable_is_stored_and_says_its_keys_are_not_cach
     assert (out.users, out.written, out.events, out.cached) == (10, 10, 10, 0)
     assert len(out.cache_errors) == 1 and "ConnectionError" in out.cache_errors[0]
     assert _count(seeded, UserStrategyRow) == 10
+
+
+def test_the_switch_stands_when_expiring_the_previous_version_fails(
+    seeded: Engine, md: MarketData, stack_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis failing after the switch (while the previous version's keys are being shortened)
+    leaves a switched run, not one reported as "redis unavailable" (nor its NOTIFY unsent)."""
+    _run_tiers(seeded, md, DAY)
+    settings = stack_settings.model_copy(update={"model_version": MODEL.version})
+    r = redis.Redis.from_url(stack_settings.require("redis_url"))
+    r.set(USERS_VERSION_KEY, "older", ex=60)
+
+    def gone(*_a: object, **_k: object) -> int:
+        raise redis.ConnectionError("Connection reset by peer (injected)")
+
+    monkeypatch.setattr(strategy_run, "expire_users_version", gone)
+    status = strategy_run.publish_run(
+        seeded, settings, model_version=MODEL.version, as_of=DAY, with_strategies=True,
+        users_version="newer",
+    )  # fmt: skip
+    assert status == f"{1 + 1 + 3 + 1} Redis keys switched (current)"
+    assert r.get(USERS_VERSION_KEY) == b"newer"
+    r.delete(USERS_VERSION_KEY)
