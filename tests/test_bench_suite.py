@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench import backfill, freshness, grpc_serving, suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,3 +217,23 @@ def test_regime_vs_peers_tiny_reports_every_target_with_its_flag() -> None:
     assert set(oos) >= {"regime-v2", "regime-v3", "jump-model", "hmm-filtered", "buy-and-hold"}
     assert e["spans"]["out_of_sample"][0] == "2007-01-03"
     assert e["v3_selection"]["defaults_are_the_selection"] is True
+
+
+@pytest.mark.slow
+def test_users_1m_tiny_runs_the_flow_on_a_real_cluster_and_checks_what_it_published() -> None:
+    """The flow on a scheduler + 1 then 2 workers, then the per-symbol events off and on: every
+    user stored once, every event relayed, the pointer's keys present; the figures reported."""
+    from bench import users_1m
+
+    one_m, symbol = users_1m.run("tiny")
+    for e in (one_m, symbol):
+        _shape(e)
+    n = users_1m.SIZES["tiny"]
+    assert one_m["name"] == "users_1m" and one_m["users"] == n and one_m["met"] is False
+    for r in [*one_m["runs"].values(), *symbol["runs"].values()]:
+        assert r["checks"]["ok"], r["checks"]
+        assert r["users"] == r["user_strategies_written"] == r["user_keys_cached"] == n
+        assert r["relay"].startswith("published ") and r["relay"].endswith(", 0 pending")
+        assert r["redis"]["longest_command_ms"] >= 0 and r["peak_rss_mb"]["driver"] > 0
+    assert set(one_m["runs"]["2"]["peak_rss_mb"]) >= {"dask-worker-1", "dask-worker-2", "redis"}
+    assert symbol["events_with"] > symbol["events_without"] > n

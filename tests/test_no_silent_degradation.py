@@ -136,6 +136,15 @@ def test_user_keys_redis_refused_are_counted_and_shown(
     text_out = bloasis("status", state_dir=stack_state_dir)
     assert f"WARNING {out['users']} users' Redis keys were not written" in text_out.stdout
 
+    # A run over some users: Redis failing when their version is looked up is said too.
+    monkeypatch.undo()
+    monkeypatch.setattr(strategy_run, "read_users_version", refused)
+    some = asyncio.run(
+        run_daily(DailyRequest(relay=False, users=["nokeys-1"]), run_id=uuid.uuid4(), settings=s)
+    )
+    assert (some["users"], some["user_keys_cached"], some["user_keys_missing"]) == (1, 0, 1)
+    assert some["cache"].endswith("Redis keys switched (current)")  # no pointer to move
+
 
 def test_the_relay_is_the_one_retry_layer() -> None:
     """`relay_pending` retries the broker (3 attempts); the flows and tasks around it do not

@@ -451,9 +451,11 @@ async def _session(
             )
         # An older session than the current one is stored, not cached: current keys stay.
         current = strategy_run.is_current(engine, model.version, stored.as_of)
+        redis_url = settings.value_of("redis_url")
         users_version = strategy_run.users_cache_version(
-            settings.value_of("redis_url"), run_id, every_user=req.users is None
+            redis_url, run_id, every_user=req.users is None
         ) if current else None  # fmt: skip
+        cached_here = current and redis_url is not None  # where every key is due
         job = strategy_run.UsersJob(
             run_id=run_id,
             model_version=model.version,
@@ -467,11 +469,11 @@ async def _session(
         )
         timings["users_s"] = time.perf_counter() - t
         timings |= {f"users_{k}": v for k, v in users_out.timings.items()}
-        if users_out.cache_errors:
+        if cached_here and users_out.cached < users_out.users:
             logger.warning(
                 "%d user keys not written to Redis (readers use PostgreSQL for them): %s",
                 users_out.users - users_out.cached,
-                users_out.cache_errors[0],
+                users_out.cache_errors[0] if users_out.cache_errors else "Redis unavailable",
             )
         await reporter.picks(tier.books, run_id)
         tier_info = {
@@ -484,7 +486,7 @@ async def _session(
             "user_chunks": len(parts),
             "user_keys_cached": users_out.cached,
             # Never silent: Redis failing for some chunks (their users read from PostgreSQL).
-            "user_keys_missing": users_out.users - users_out.cached if users_version else 0,
+            "user_keys_missing": users_out.users - users_out.cached if cached_here else 0,
             # One per signal, as the original executor consumes them (profiles and users).
             "signal_events_queued": tier.signal_events + users_out.signal_events,
             # Never silent: `bloasis status` shows it from the run's stored result.
