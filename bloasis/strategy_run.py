@@ -37,13 +37,14 @@ from bloasis.publish.cache import (
     write_user_keys,
 )
 from bloasis.publish.events import (
+    cache_signals_json,
     compact_signals_json,
     signal_fragments,
     strategy_event,
     symbol_signal_events,
+    user_cache_json,
     user_event_id,
     user_strategy_event,
-    user_strategy_json,
 )
 from bloasis.regime.types import RegimeResult
 from bloasis.store import outbox, regimes
@@ -317,6 +318,14 @@ def store_chunk(
             got = memo[id(s.signals)] = compact_signals_json(s)
         return got
 
+    cache_memo: dict[int, str] = {}  # the same, as the Redis value has them
+
+    def cache_json(s: Strategy) -> str:
+        got = cache_memo.get(id(s.signals))
+        if got is None:
+            got = cache_memo[id(s.signals)] = cache_signals_json(s)
+        return got
+
     fragments: dict[int, list[tuple[str, str, str]]] = {}  # id(signals tuple) -> per-symbol parts
 
     def user_event(s: Strategy, r: store.UserStrategyRecord) -> OutboxEvent:
@@ -366,13 +375,13 @@ def store_chunk(
         values.append(
             (
                 r.user_id,
-                user_strategy_json(
+                user_cache_json(
                     s,
                     run_id=run_id,
                     model_version=r.model_version,
                     computed_at=at,
                     profile_strategy_id=r.profile_strategy_id,
-                    signals_json=signals_json(s),
+                    signals_json=cache_json(s),
                 ),
             )
         )

@@ -474,6 +474,12 @@ async def test_redis_down_run_completes_cache_degraded_and_the_next_run_repairs_
     # The repaired key matches the snapshot's book, once the server has read the new pointer
     # (the switch's NOTIFY).
     await _until(user_from_redis, "the user served from Redis", 10)
+    # Rebuilt from the slim Redis value and the snapshot's book: what PostgreSQL served (this
+    # second read may come from the server's answer cache, built from the Redis read).
+    again_user = await strategy_stub.GetStrategy(
+        st_pb.GetStrategyRequest(user_id=users[0]), timeout=5
+    )
+    assert again_user.strategy == user.strategy
     r.close()
     _report("redis down", cache_first=out["cache"], cache_next=again["cache"])
 

@@ -209,7 +209,8 @@ def test_redis_keys_switch_together(
     assert 0 < r.ttl(USERS_VERSION_KEY) <= 86400
     assert 0 < r.ttl(user_key("sp001", version)) <= 600
     u = json.loads(r.get(user_key("sp001", version)))  # type: ignore[arg-type]
-    assert u["as_of"] == DAY.isoformat() and u["picks"] == []
+    assert u["as_of"] == DAY.isoformat() and u["user_id"] == "sp001" and u["signals"]
+    assert set(u["signals"][0]) == {"symbol", "action", "weight"}  # the rest is the book's
     assert u["profile_strategy_id"].endswith(f":{DAY}:{MODEL.version}")
     cons = json.loads(r.get(strategy_key("conservative")))  # type: ignore[arg-type]
     assert cons["as_of"] == DAY.isoformat() and cons["signals"][0]["entry_price"]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from google.protobuf import json_format
 
 from bloasis.pb.v2 import events_pb2, strategy_pb2
-from bloasis.publish.events import strategy_event, user_strategy_event, user_strategy_json
+from bloasis.publish.events import strategy_event, user_cache_json, user_strategy_event
 from bloasis.store.strategies import book_entry
 from bloasis.strategy.compact import expand, positions_of
 from bloasis.wire import strategy_to_pb
@@ -20,20 +20,24 @@ RUN = uuid.UUID(int=5)
 AT = datetime(2026, 11, 28, 18, 0, 1, 234567, tzinfo=UTC)
 
 
-def test_fast_user_json_equals_protobuf_printer() -> None:
+def test_fast_user_cache_json_is_the_printers_strategy_with_what_serving_needs() -> None:
+    """The Redis value is a `Strategy` message holding only what serving rebuilds the user's
+    strategy from (the profile book has the levels, sectors, scores and regime)."""
     s = strategy(user_id="u1")
-    fast = user_strategy_json(
+    fast = user_cache_json(
         s, run_id=RUN, model_version="m", computed_at=AT, profile_strategy_id="moderate:x"
     )
     ref = strategy_to_pb(
         s, run_id=RUN, model_version="m", computed_at=AT, profile_strategy_id="moderate:x",
         compact=True,
     )  # fmt: skip
+    for name in ("strategy_id", "risk_profile", "rationale", "regime", "risk_level"):
+        ref.ClearField(name)  # type: ignore[arg-type]
+    for g in ref.signals:
+        g.ClearField("sector")
     assert json_format.Parse(fast, strategy_pb2.Strategy()) == ref
-    # The levels are the profile strategy's: left out, not printed empty.
-    assert json.loads(fast)["signals"][0] == {
-        "symbol": "KO", "sector": "Consumer Staples", "action": "buy", "weight": "0.0850",
-    }  # fmt: skip
+    assert json.loads(fast)["signals"][0] == {"symbol": "KO", "action": "buy", "weight": "0.0850"}
+    assert len(fast) < 600  # 3 signals; the whole compact strategy is over 1 KB
 
 
 def test_user_event_parses_and_is_versioned() -> None:

@@ -826,7 +826,10 @@ class StrategyReads:
         if content is None:
             return None
         key, d = content
-        strategy_id = str(d.get("strategy_id", ""))
+        # Not in the value (it is the user's, as-of's and model's: `user_strategy_id`).
+        strategy_id = str(
+            d.get("strategy_id") or f"user:{user_id}:{d.get('as_of')}:{d.get('model_version')}"
+        )
         memo = self._bases.get(key)
         # Only with the book of the very profile strategy it names: the snapshot's is the
         # latest, so an older cached value falls through to PostgreSQL.
