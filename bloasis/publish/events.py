@@ -354,7 +354,8 @@ def user_cache_json(
     strategy with the profile strategy it names, whose book has the levels, sectors, scores and
     regime. A subset of `bloasis.strategy.v2.Strategy` proto3 JSON (tested), built without the
     protobuf printer. About 0.6 KB a user, against 1.4 KB for the whole compact strategy: a
-    million users' two versions, live together during a switch, fit in 1.5 GB of Redis."""
+    million users' two versions, live together during a switch, took 1.43 GB of Redis (bench
+    users_1m)."""
     return _with_signals(
         {
             "as_of": s.as_of.isoformat(),
