@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from bloasis.config import Settings
 
 
+ROOT = Path(__file__).resolve().parent.parent  # the project: bench children import from it
+
+
 def machine() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -115,6 +118,22 @@ class PeakRss:
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join(5)
+
+
+def child_env(state_dir: Path, extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a bench's child process: this one's without its BLOASIS_/PREFECT_
+    settings, then `extra` (a Prefect server's, settings of the run), reading the embedded stack
+    of `state_dir` (its env file, through `load_settings`)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BLOASIS_", "PREFECT_"))}
+    return (
+        env
+        | extra
+        | {
+            "BLOASIS_STATE_DIR": str(state_dir),
+            "PYTHONPATH": str(ROOT),
+            "GRPC_ENABLE_FORK_SUPPORT": "0",
+        }
+    )
 
 
 def emit(benchmarks: list[dict[str, Any]]) -> None:

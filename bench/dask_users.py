@@ -43,7 +43,6 @@ def _one(workers: int, books: dict[str, Any], mv: str, chunks: list[Any]) -> dic
     from distributed import Client
 
     from bloasis import dask_cluster, strategy_run
-    from bloasis.local import _stop_process
 
     with tempfile.TemporaryDirectory(prefix="bloasis-dask-bench-") as tmp:
         address, records = dask_cluster.start(Path(tmp), workers)
@@ -79,8 +78,7 @@ def _one(workers: int, books: dict[str, Any], mv: str, chunks: list[Any]) -> dic
                 "peak_rss_mb": {k: round(v, 1) for k, v in rss.peak.items()},
             }
         finally:
-            for rec in records.values():
-                _stop_process(rec, timeout=10)
+            dask_cluster.stop(records)
 
 
 def run(size: str = "full") -> list[dict[str, Any]]:

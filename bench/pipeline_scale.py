@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.common import bench_stack, emit, entry, say, timed
+from bench.common import bench_stack, child_env, emit, entry, say, timed
 from bloasis import stack
 
 if TYPE_CHECKING:
@@ -303,12 +303,7 @@ def worker(universe: str, runs: int, load_repeat: int) -> dict[str, Any]:
 def _run_worker(
     universe: str, runs: int, load_repeat: int, state_dir: Path, prefect_env: dict[str, str]
 ) -> Any:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BLOASIS_", "PREFECT_"))}
-    env |= prefect_env | {
-        "BLOASIS_STATE_DIR": str(state_dir),
-        "PYTHONPATH": str(ROOT),
-        "GRPC_ENABLE_FORK_SUPPORT": "0",
-    }
+    env = child_env(state_dir, prefect_env)
     proc = subprocess.run(
         [
             sys.executable,

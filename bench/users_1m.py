@@ -23,7 +23,6 @@ users with them off, then on) and extrapolates it.
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -32,12 +31,11 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from bench.common import PeakRss, entry, say, size_main
+from bench.common import ROOT, PeakRss, child_env, entry, say, size_main
 
 SIZES: Final = {"full": 1_000_000, "quick": 100_000, "tiny": 3_000}
 CHUNKS: Final = {"full": 10_000, "quick": 10_000, "tiny": 500}
 SEED_BATCH: Final = 100_000
-ROOT: Final = Path(__file__).resolve().parent.parent
 TARGET_S: Final = 300.0
 RSS_LIMIT_MB: Final = 2048.0
 SLOW_US: Final = 1000  # Redis slowlog threshold: every command over 1 ms
@@ -52,17 +50,6 @@ def _seed(engine: Any, n: int) -> float:
         size = min(SEED_BATCH, n - start)
         seed_population(engine, random_population(size, seed=k, prefix=f"u{k:02d}-"))
     return time.perf_counter() - t
-
-
-def _child_env(state: Path, prefect_env: dict[str, str], extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BLOASIS_", "PREFECT_"))}
-    env_file = (state / "env").read_text()
-    for line in env_file.splitlines():
-        line = line.removeprefix("export ").strip()
-        if "=" in line and line.startswith("BLOASIS_"):
-            k, v = line.split("=", 1)
-            env[k] = v.strip().strip("'\"")
-    return env | prefect_env | extra | {"PYTHONPATH": str(ROOT), "GRPC_ENABLE_FORK_SUPPORT": "0"}
 
 
 def _redis_watch_reset(r: Any) -> None:
@@ -144,7 +131,6 @@ def _one_run(
     (and the previous keys' expiry is part of the switch)."""
     from bench.pipeline_scale import _truncate_results
     from bloasis import dask_cluster, stack
-    from bloasis.local import _stop_process
 
     _truncate_results(engine)  # every run stores, caches and publishes everything
     # The embedded broker keeps every message in memory: a fresh one per run.
@@ -152,10 +138,10 @@ def _one_run(
     stack.start_service("kafka", state)
     address, records = dask_cluster.start(state / f"dask-{workers}", workers)
     try:
-        env = _child_env(
+        env = child_env(
             state,
-            prefect_env,
-            {
+            prefect_env
+            | {
                 "BLOASIS_TASK_RUNNER": "dask",
                 "BLOASIS_DASK_ADDRESS": address,
                 "BLOASIS_USER_SYMBOL_EVENTS": str(symbol_events).lower(),
@@ -200,8 +186,7 @@ def _one_run(
             "checks": _checks(engine, r, summary, n),
         }
     finally:
-        for rec in records.values():
-            _stop_process(rec, timeout=10)
+        dask_cluster.stop(records)
 
 
 def _worker() -> None:

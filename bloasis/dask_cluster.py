@@ -98,3 +98,14 @@ def start(
     wait_for_workers(address, workers)
     say(f"dask cluster: {workers} workers connected")
     return address, records
+
+
+def stop(records: dict[str, Any]) -> list[str]:
+    """Stop the cluster's recorded processes (removed from `records`): workers first (they
+    would reconnect), then the scheduler. Returns the names stopped."""
+    stopped = []
+    for name in [*sorted(n for n in records if n.startswith("dask-worker-")), SCHEDULER]:
+        rec = records.pop(name, None)
+        if rec is not None and stack.stop_recorded(rec):
+            stopped.append(name)
+    return stopped

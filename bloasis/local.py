@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 
-from bloasis import stack
+from bloasis import dask_cluster, stack
 from bloasis.config import Settings
 from bloasis.logs import PREFECT_JSON_LOGGING
 
@@ -75,21 +74,6 @@ def _save_records(settings: Settings, records: dict[str, dict[str, Any]]) -> Non
     os.replace(tmp, path)
 
 
-def _alive(rec: dict[str, Any]) -> psutil.Process | None:
-    """The recorded process, if it still runs and is the one we started (pids are reused)."""
-    try:
-        proc = psutil.Process(int(rec["pid"]))
-        if abs(proc.create_time() - float(rec["create_time"])) > 1.0:
-            return None
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            with contextlib.suppress(psutil.Error, ChildProcessError):
-                proc.wait(0)
-            return None
-        return proc
-    except (KeyError, ValueError, psutil.Error):
-        return None
-
-
 def _start_process(
     settings: Settings, name: str, cmd: list[str], env: dict[str, str], cwd: Path
 ) -> dict[str, Any]:
@@ -97,31 +81,6 @@ def _start_process(
         return stack.spawn_recorded(cmd, settings.state_dir / f"{name}.log", cwd, env)
     except stack.StackError as exc:
         raise LocalError(str(exc)) from exc
-
-
-def _stop_process(rec: dict[str, Any], signals: int = 1, timeout: float = 10.0) -> bool:
-    """Stop a recorded process and its children: `signals` SIGTERMs (a Prefect worker wants
-    two), then SIGKILL for whatever of its session is left."""
-    proc = _alive(rec)
-    if proc is None:
-        return False
-    with contextlib.suppress(psutil.Error):
-        children = proc.children(recursive=True)
-    for i in range(signals):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.send_signal(signal.SIGTERM if i == 0 else signal.SIGINT)
-        if stack._wait_gone(proc, timeout / signals):
-            break
-    # Anything it started that is still there (flow-run processes, uvicorn) is ours too.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if os.getpgid(proc.pid) == proc.pid:
-            os.killpg(proc.pid, signal.SIGKILL)
-    for p in [proc, *children]:
-        with contextlib.suppress(psutil.Error):
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                p.kill()
-        stack._wait_gone(p, 5.0)
-    return True
 
 
 # --- the background gRPC server ----------------------------------------------------------------
@@ -190,7 +149,7 @@ def stop_server(settings: Settings) -> bool:
         rec = {"pid": pid, "create_time": psutil.Process(pid).create_time()}
     except psutil.NoSuchProcess:
         return False
-    return _stop_process(rec)
+    return stack.stop_recorded(rec)
 
 
 # --- Prefect ---------------------------------------------------------------------------------
@@ -254,7 +213,7 @@ def _wait(what: str, ok: Callable[[], bool], rec: dict[str, Any], timeout: float
     while time.monotonic() < deadline:
         if ok():
             return
-        if _alive(rec) is None:
+        if stack.recorded_process(rec) is None:
             tail = stack._tail(Path(rec["log"]))
             raise LocalError(f"{what} exited at start; see {rec['log']}:\n{tail}")
         time.sleep(0.5)
@@ -406,7 +365,7 @@ def start_provider(settings: Settings, replay: LiveReplay, records: dict[str, An
     from bloasis import calendar
 
     rec = records.get("provider")
-    if rec is not None and _alive(rec) is not None:
+    if rec is not None and stack.recorded_process(rec) is not None:
         return
     through = calendar.previous_session(replay.start)
     cmd = [sys.executable, "-m", "bloasis.marketdata.providers.local", "--data", "embedded",
@@ -485,19 +444,18 @@ def check_replay_state(settings: Settings, start: date | None = None) -> None:
 def _dask(settings: Settings, workers: int, records: dict[str, Any], say: Progress) -> str:
     """The local Dask cluster's address (started unless its scheduler still runs with as many
     workers); flows then fan users out to it."""
-    from bloasis import dask_cluster
 
     sched = records.get(dask_cluster.SCHEDULER)
     names = dask_cluster.worker_names(workers)
     if (
         sched is not None
-        and _alive(sched)
-        and all(n in records and _alive(records[n]) for n in names)
+        and stack.recorded_process(sched)
+        and all(n in records and stack.recorded_process(records[n]) for n in names)
     ):
         address = str(sched["address"])
         say(f"dask cluster: running on {address} ({workers} workers)")
         return address
-    _stop_dask(records)
+    dask_cluster.stop(records)
     try:
         address, started = dask_cluster.start(settings.state_dir, workers, say)
     except dask_cluster.ClusterError as exc:
@@ -506,17 +464,6 @@ def _dask(settings: Settings, workers: int, records: dict[str, Any], say: Progre
     records.update(started)
     _save_records(settings, records)
     return address
-
-
-def _stop_dask(records: dict[str, Any]) -> list[str]:
-    """Workers first (they would reconnect), then the scheduler."""
-    stopped = []
-    names = sorted(n for n in records if n.startswith("dask-worker-"))
-    for name in [*names, "dask-scheduler"]:
-        rec = records.pop(name, None)
-        if rec is not None and _stop_process(rec):
-            stopped.append(name)
-    return stopped
 
 
 def up(
@@ -534,7 +481,7 @@ def up(
 
     rec = records.get("prefect-server")
     health = f"{prefect_url(settings)}/api/health"
-    if rec is None or _alive(rec) is None:
+    if rec is None or stack.recorded_process(rec) is None:
         if _http_ok(health):
             raise LocalError(
                 f"port {settings.prefect_port} already answers as a Prefect server not started "
@@ -567,10 +514,12 @@ def up(
         address = _dask(settings, workers, records, say)
         dask_env = {"BLOASIS_TASK_RUNNER": "dask", "BLOASIS_DASK_ADDRESS": address}
     rec = records.get("worker")
-    if rec is not None and _alive(rec) is not None and rec.get("dask_env", {}) != dask_env:
-        _stop_process(rec, signals=2)  # started for another cluster: its flows must use this one
+    running = rec is not None and stack.recorded_process(rec) is not None
+    if rec is not None and running and rec.get("dask_env", {}) != dask_env:
+        # Started for another cluster: its flows must use this one.
+        stack.stop_recorded(rec, signals=2)
         rec = None
-    if rec is None or _alive(rec) is None:
+    if rec is None or stack.recorded_process(rec) is None:
         env = {**penv, "BLOASIS_STATE_DIR": state, **dask_env}
         if live is not None:  # pick up each scheduled ingest promptly (default: every 10 s)
             env["PREFECT_WORKER_QUERY_SECONDS"] = "2"
@@ -602,9 +551,9 @@ def down(settings: Settings) -> list[str]:
         stopped.append("grpc")
     for name, signals in (("worker", 2), ("prefect-server", 1), ("provider", 1)):
         rec = records.pop(name, None)
-        if rec is not None and _stop_process(rec, signals=signals):
+        if rec is not None and stack.stop_recorded(rec, signals=signals):
             stopped.append(name)
-    stopped += _stop_dask(records)
+    stopped += dask_cluster.stop(records)
     if _record_path(settings).is_file():
         _save_records(settings, records)
     stopped += stack.down(settings.state_dir)
@@ -614,7 +563,7 @@ def down(settings: Settings) -> list[str]:
 def status(settings: Settings) -> list[dict[str, Any]]:
     out = []
     for name, rec in _records(settings).items():
-        proc = _alive(rec)
+        proc = stack.recorded_process(rec)
         out.append({"name": name, "running": proc is not None, "pid": rec.get("pid"),
                     "log": rec.get("log")})  # fmt: skip
     return out

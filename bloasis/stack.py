@@ -398,6 +398,46 @@ def _wait_gone(proc: psutil.Process, timeout: float) -> bool:
         time.sleep(0.02)
 
 
+def recorded_process(rec: dict[str, Any]) -> psutil.Process | None:
+    """The recorded process, if it still runs and is the one we started (pids are reused)."""
+    try:
+        proc = psutil.Process(int(rec["pid"]))
+        if abs(proc.create_time() - float(rec["create_time"])) > 1.0:
+            return None
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            with contextlib.suppress(psutil.Error, ChildProcessError):
+                proc.wait(0)
+            return None
+        return proc
+    except (KeyError, ValueError, psutil.Error):
+        return None
+
+
+def stop_recorded(rec: dict[str, Any], signals: int = 1, timeout: float = 10.0) -> bool:
+    """Stop a recorded process and its children: `signals` SIGTERMs (a Prefect worker wants
+    two), then SIGKILL for whatever of its session is left."""
+    proc = recorded_process(rec)
+    if proc is None:
+        return False
+    with contextlib.suppress(psutil.Error):
+        children = proc.children(recursive=True)
+    for i in range(signals):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGTERM if i == 0 else signal.SIGINT)
+        if _wait_gone(proc, timeout / signals):
+            break
+    # Anything it started that is still there (flow-run processes, uvicorn) is ours too.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, signal.SIGKILL)
+    for p in [proc, *children]:
+        with contextlib.suppress(psutil.Error):
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                p.kill()
+        _wait_gone(p, 5.0)
+    return True
+
+
 def _terminate(
     proc: psutil.Process, timeout: float = STOP_TIMEOUT, sig: int = signal.SIGTERM
 ) -> None:

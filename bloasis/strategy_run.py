@@ -12,10 +12,10 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from sqlalchemy import Engine
@@ -58,6 +58,7 @@ from bloasis.strategy.users import derive_many
 from bloasis.wire import regime_to_json, sector_analysis_to_pb, strategy_to_pb, to_json
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _regime_id(engine: Engine, regime: RegimeResult) -> int:
@@ -294,6 +295,21 @@ class UsersOutcome:
         return out
 
 
+def per_signals(fn: Callable[[Strategy], T]) -> Callable[[Strategy], T]:
+    """`fn` memoised by the identity of the strategy's signals tuple, shared by the users whose
+    derivation came out the same (`derive_many`). For one chunk: the tuples stay alive with
+    its strategies, so an id is not reused meanwhile."""
+    memo: dict[int, T] = {}
+
+    def get(s: Strategy) -> T:
+        got = memo.get(id(s.signals))
+        if got is None:
+            got = memo[id(s.signals)] = fn(s)
+        return got
+
+    return get
+
+
 @dataclass
 class StoredChunk:
     outcome: UsersOutcome
@@ -310,23 +326,10 @@ def store_chunk(
     out = UsersOutcome(timings={"derive_s": chunk.seconds})
     t0 = time.perf_counter()
     pairs = list(zip(chunk.strategies, chunk.records, strict=True))
-    memo: dict[int, str] = {}  # id(signals tuple) -> its compact JSON (shared by equal users)
-
-    def signals_json(s: Strategy) -> str:
-        got = memo.get(id(s.signals))
-        if got is None:
-            got = memo[id(s.signals)] = compact_signals_json(s)
-        return got
-
-    cache_memo: dict[int, str] = {}  # the same, as the Redis value has them
-
-    def cache_json(s: Strategy) -> str:
-        got = cache_memo.get(id(s.signals))
-        if got is None:
-            got = cache_memo[id(s.signals)] = cache_signals_json(s)
-        return got
-
-    fragments: dict[int, list[tuple[str, str, str]]] = {}  # id(signals tuple) -> per-symbol parts
+    # Users whose derivation came out the same share one signals tuple: serialise it once.
+    signals_json = per_signals(compact_signals_json)
+    cache_json = per_signals(cache_signals_json)
+    fragments = per_signals(signal_fragments)
 
     def user_event(s: Strategy, r: store.UserStrategyRecord) -> OutboxEvent:
         return user_strategy_event(
@@ -339,15 +342,12 @@ def store_chunk(
         )
 
     def signal_events(s: Strategy, r: store.UserStrategyRecord) -> list[OutboxEvent]:
-        parts = fragments.get(id(s.signals))
-        if parts is None:
-            parts = fragments[id(s.signals)] = signal_fragments(s)
         return symbol_signal_events(
             s,
             parent_id=user_event_id(s, r.preferences_version),
             computed_at=r.computed_at,
             historical=historical,
-            fragments=parts,
+            fragments=fragments(s),
         )
 
     stored: dict[str, tuple[uuid.UUID, datetime]] = {}

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from bloasis import dask_cluster
-from bloasis.local import _stop_process, project_root
+from bloasis.local import project_root
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
     try:
         yield address, records, state
     finally:
-        for rec in records.values():  # only what this fixture started, by PID
-            _stop_process(rec, timeout=10)
+        dask_cluster.stop(records)  # only what this fixture started, by PID
 
 
 def test_workers_are_processes_of_their_own_in_their_own_directories(

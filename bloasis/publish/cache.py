@@ -101,17 +101,13 @@ def write_user_keys(
     if ttl <= 0:
         raise ValueError(f"TTL for user keys must be positive, got {ttl}")
     n = 0
-    pipe = client.pipeline(transaction=False)
-    try:
+    with client.pipeline(transaction=False) as pipe:
         for user_id, value in values:
             pipe.set(user_key(user_id, version), value, ex=ttl)
             n += 1
             if n % per_pipeline == 0:
                 pipe.execute()
-        if len(pipe):
-            pipe.execute()
-    finally:
-        pipe.reset()
+        pipe.execute()
     return n
 
 

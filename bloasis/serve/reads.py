@@ -459,11 +459,11 @@ class _Base:
     regime: common_pb2.MarketRegime | None
 
 
-def user_strategy_id(rec: UserStrategyRecord) -> str:
-    """The deterministic id of a user strategy (user, as-of, model version). user_strategies
-    rows do not store it; this is `bloasis.strategy.users.user_strategy_id` without the book
-    (a test pins the two together)."""
-    return f"user:{rec.user_id}:{rec.as_of.isoformat()}:{rec.model_version}"
+def user_strategy_id(user_id: str, as_of: str, model_version: str) -> str:
+    """The deterministic id of a user strategy (user, ISO as-of, model version): neither the
+    user_strategies rows nor the Redis values store it; this is
+    `bloasis.strategy.users.user_strategy_id` without the book (a test pins the two together)."""
+    return f"user:{user_id}:{as_of}:{model_version}"
 
 
 class StrategyReads:
@@ -826,9 +826,9 @@ class StrategyReads:
         if content is None:
             return None
         key, d = content
-        # Not in the value (it is the user's, as-of's and model's: `user_strategy_id`).
         strategy_id = str(
-            d.get("strategy_id") or f"user:{user_id}:{d.get('as_of')}:{d.get('model_version')}"
+            d.get("strategy_id")
+            or user_strategy_id(user_id, str(d.get("as_of")), self.model_version)
         )
         memo = self._bases.get(key)
         # Only with the book of the very profile strategy it names: the snapshot's is the
@@ -870,7 +870,7 @@ class StrategyReads:
         )
         pb = self._expand(rec, profile, "")
         pb.ClearField("user_id")
-        sid = user_strategy_id(rec)
+        sid = user_strategy_id(rec.user_id, rec.as_of.isoformat(), rec.model_version)
         return UserServed(pb, sid, user_id, regime_pb(profile.regime), SERVED_FROM_POSTGRES, None)
 
     async def user_parts(self, user_id: str, context: Any) -> UserServed:
