@@ -883,7 +883,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         }
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
-    names = stored.report.get("names", list(stored.summary))
+    names = stored.names
     found = " (found: same inputs as an earlier run, not recomputed)" if out.found else ""
     print(f"backtest {stored.id}{found}")
     print(

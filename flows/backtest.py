@@ -93,7 +93,7 @@ def summary_markdown(
     """The `backtest-summary` artifact: the measures over the whole range and in/out of
     sample, the notes, whether it was found, where the pictures are."""
     rep = stored.report
-    names = list(rep.get("names", stored.summary))
+    names = stored.names
     if found:
         how = (
             f"**Found**: an earlier backtest with the same inputs (stored "
@@ -210,7 +210,7 @@ async def strategy_backtest(
         )
     )
     progress.set(100.0)
-    names = list(stored.report.get("names", stored.summary))
+    names = stored.names
     logger.info(
         "backtest %s%s: %s", stored.id, " (found, not recomputed)" if out.found else "", folder
     )

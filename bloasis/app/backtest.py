@@ -27,6 +27,7 @@ from bloasis.app import steps
 from bloasis.backtest import engine as bt_engine
 from bloasis.backtest import report
 from bloasis.backtest.types import (
+    DEFAULT_INITIAL_CASH,
     BacktestSpec,
     Costs,
     Portfolio,
@@ -54,7 +55,7 @@ class BacktestRequest:
     rebalance: str = "weekly"
     commission: float = Costs().commission
     slippage: float = Costs().slippage
-    initial_cash: Decimal = Decimal("100000")
+    initial_cash: Decimal = DEFAULT_INITIAL_CASH
     symbols: tuple[str, ...] = ()
 
 
@@ -70,11 +71,11 @@ def build_spec(settings: Settings, req: BacktestRequest) -> BacktestSpec:
     portfolios = [Portfolio.of_profile(p) for p in req.profiles]
     if req.user_ids:
         with get_engine(settings).connect() as conn:
-            for uid in req.user_ids:
-                stored = prefs_store.get_preferences(conn, uid)
-                if stored is None:
-                    raise UnknownUserError(uid)
-                portfolios.append(Portfolio.of_user(stored.prefs))
+            found = {p.prefs.user_id: p for p in prefs_store.list_preferences(conn, req.user_ids)}
+        for uid in req.user_ids:
+            if uid not in found:
+                raise UnknownUserError(uid)
+            portfolios.append(Portfolio.of_user(found[uid].prefs))
     if not portfolios:
         portfolios = [Portfolio.of_profile(p) for p in PROFILES]
     spec = BacktestSpec(
@@ -135,7 +136,7 @@ MAX_DRAWN = 8  # portfolios drawn beside the benchmarks (a thousand users' curve
 
 def pictures(settings: Settings, stored: store.StoredBacktest) -> tuple[dict[str, bytes], str]:
     """The stored backtest's PNG charts and its self-contained HTML page."""
-    names = list(stored.report.get("names", []))
+    names = stored.names
     drawn = [n for n in names if n not in bt_engine.BENCHMARKS][:MAX_DRAWN] + [
         n for n in names if n in bt_engine.BENCHMARKS
     ]

@@ -69,6 +69,9 @@ class Portfolio:
         return Portfolio(f"user:{prefs.user_id}", prefs.risk_profile, prefs)
 
 
+DEFAULT_INITIAL_CASH: Decimal = Decimal("100000")
+
+
 @dataclass(frozen=True)
 class BacktestSpec:
     start: date
@@ -76,7 +79,7 @@ class BacktestSpec:
     portfolios: tuple[Portfolio, ...]
     rebalance: str = "weekly"
     costs: Costs = field(default_factory=Costs)
-    initial_cash: Decimal = Decimal("100000")
+    initial_cash: Decimal = DEFAULT_INITIAL_CASH
     top_n: int = 15
     min_history: int = 21
     symbols: tuple[str, ...] = ()  # a subset of the data's universe; () = all of it

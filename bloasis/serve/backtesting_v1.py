@@ -25,7 +25,7 @@ from typing import Any, Final
 import grpc
 
 from bloasis.app.backtest import BacktestRequest
-from bloasis.backtest.types import Costs
+from bloasis.backtest.types import DEFAULT_INITIAL_CASH, Costs
 from bloasis.pb.v1 import backtesting_pb2 as bt1
 from bloasis.serve.auth import check_user_access
 from bloasis.serve.backtesting_v2 import (
@@ -36,8 +36,8 @@ from bloasis.serve.backtesting_v2 import (
     number,
     parse_backtest_id,
     parse_ids,
+    ranked,
     result_names,
-    sharpe_key,
     strategy_names,
     symbols_of,
 )
@@ -144,7 +144,7 @@ def parse_config(config: bt1.BacktestConfig) -> tuple[float, float, Decimal]:
     slippage = _fraction("config.slippage", config.slippage, costs.slippage)
     if not math.isfinite(config.initial_cash) or config.initial_cash < 0:
         raise invalid(f"config.initial_cash must be > 0 (0: 100000), got {config.initial_cash}")
-    cash = Decimal("100000")
+    cash = DEFAULT_INITIAL_CASH
     if config.initial_cash:
         cash = check_initial_cash("config.initial_cash", Decimal(repr(config.initial_cash)))
     return commission, slippage, cash
@@ -260,7 +260,7 @@ class BacktestingServicer:
             names = strategy_names(stored)
             if stored.status == STATUS_SUCCEEDED and names:
                 rows.append((stored, names[0]))
-        rows.sort(key=lambda r: sharpe_key(number(r[0].summary.get(r[1], {}).get("sharpe"))))
+        rows = ranked(rows)
         out = bt1.CompareResponse()
         for rank, (stored, name) in enumerate(rows, start=1):
             out.comparisons.append(

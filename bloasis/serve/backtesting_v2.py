@@ -29,12 +29,17 @@ from decimal import Decimal
 from typing import Any, Final, TypeVar
 
 import grpc
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bloasis.app import backtest as app
 from bloasis.app import steps
 from bloasis.backtest.engine import BENCHMARKS
-from bloasis.backtest.types import FREQUENCIES, BacktestInputError, Costs, UnknownUserError
+from bloasis.backtest.types import (
+    DEFAULT_INITIAL_CASH,
+    FREQUENCIES,
+    BacktestInputError,
+    Costs,
+    UnknownUserError,
+)
 from bloasis.config import Settings
 from bloasis.pb.v2 import backtesting_pb2 as bt2
 from bloasis.serve.auth import check_user_access
@@ -69,7 +74,6 @@ USER_PREFIX: Final = "user:"  # how the engine names a user's portfolio
 S_AND_P: Final = BENCHMARKS[0]  # "S&P 500 buy and hold": v1's `passed` is measured against it
 STATUS_RUNNING: Final = "running"
 STATUS_SUCCEEDED: Final = "succeeded"
-_UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, OSError)
 
 
 # --- requests --------------------------------------------------------------------------------
@@ -153,14 +157,12 @@ def check_access(stored: StoredBacktest) -> None:
 
 def strategy_names(stored: StoredBacktest) -> list[str]:
     """The backtested portfolios, in order (the benchmarks follow them in the results)."""
-    names = list(stored.report.get("names") or list(stored.summary))
-    return [n for n in names if n not in BENCHMARKS]
+    return [n for n in stored.names if n not in BENCHMARKS]
 
 
 def result_names(stored: StoredBacktest) -> list[str]:
     """Portfolios, then the benchmarks."""
-    names = list(stored.report.get("names") or list(stored.summary))
-    return [n for n in names if n in stored.summary]
+    return [n for n in stored.names if n in stored.summary]
 
 
 def number(value: Any) -> float | None:
@@ -216,8 +218,10 @@ class Backtests:
         return md.first_date, md.last_date
 
     def _missing_users(self, user_ids: Iterable[str]) -> list[str]:
+        ids = list(user_ids)
         with self.store.engine.connect() as conn:
-            return [u for u in user_ids if prefs_store.get_preferences(conn, u) is None]
+            known = prefs_store.known_users(conn, ids)
+        return [u for u in ids if u not in known]
 
     def _submit(
         self, req: app.BacktestRequest, rename: Mapping[str, str] | None
@@ -313,7 +317,12 @@ class Backtests:
         """`fn` on the submitter thread (it loads market data: not the store pool's work),
         bounded by SUBMIT_TIMEOUT_S and the deadline."""
         return await self.store.call(
-            fn, context, what, executor=self._submitter, limit=SUBMIT_TIMEOUT_S
+            fn,
+            context,
+            what,
+            executor=self._submitter,
+            limit=SUBMIT_TIMEOUT_S,
+            source="the backtest submitter (one backtest starts at a time)",
         )
 
 
@@ -426,6 +435,12 @@ def sharpe_key(sharpe: float | None) -> float:
     return -sharpe if sharpe is not None else math.inf
 
 
+def ranked(rows: list[tuple[StoredBacktest, str]]) -> list[tuple[StoredBacktest, str]]:
+    """(backtest, portfolio) pairs by Sharpe ratio, the best first (CompareStrategies, v1 and
+    v2); a portfolio without measures ranks last."""
+    return sorted(rows, key=lambda r: sharpe_key(number(r[0].summary.get(r[1], {}).get("sharpe"))))
+
+
 # --- the servicer ----------------------------------------------------------------------------
 
 
@@ -450,7 +465,7 @@ class BacktestingServicer:
         costs = Costs()
         commission = parse_fraction("commission", request.commission, costs.commission)
         slippage = parse_fraction("slippage", request.slippage, costs.slippage)
-        cash = Decimal("100000")
+        cash = DEFAULT_INITIAL_CASH
         if request.initial_cash:
             cash = check_initial_cash(
                 "initial_cash", parse_decimal("initial_cash", request.initial_cash)
@@ -494,14 +509,14 @@ class BacktestingServicer:
                 skipped.append(f"{stored.id}: {stored.status}")
                 continue
             rows.extend((stored, n) for n in strategy_names(stored))
-        rows.sort(key=lambda r: sharpe_key(number(r[0].summary[r[1]].get("sharpe"))))
+        rows = ranked(rows)
         out = bt2.CompareStrategiesResponse(skipped=skipped)
         for rank, (stored, name) in enumerate(rows, start=1):
             out.comparisons.append(
                 bt2.Comparison(
                     rank=rank,
                     backtest_id=str(stored.id),
-                    metrics=metrics_pb(name, stored.summary[name]),
+                    metrics=metrics_pb(name, stored.summary.get(name, {})),
                     start=str(stored.report.get("start", "")),
                     end=str(stored.report.get("end", "")),
                     rebalance=str(stored.spec.get("rebalance", "")),

@@ -99,10 +99,12 @@ class StoreAccess:
         *,
         executor: ThreadPoolExecutor | None = None,
         limit: float | None = None,
+        source: str = "PostgreSQL",
     ) -> R:
         """Run `fn` (blocking, PostgreSQL) in a thread (`executor`, default the store pool),
         within `limit` seconds (default BLOASIS_STORE_TIMEOUT) and the call's deadline; store
-        trouble becomes UNAVAILABLE."""
+        trouble becomes UNAVAILABLE. `source`: what the messages name as not answering (the
+        work `fn` waits for)."""
         remaining = context.time_remaining() if context is not None else None
         bound = self.store_timeout if limit is None else limit
         timeout = bound if remaining is None else min(bound, remaining)
@@ -120,13 +122,13 @@ class StoreAccess:
                 ) from None
             raise RequestError(
                 grpc.StatusCode.UNAVAILABLE,
-                f"PostgreSQL did not answer within {timeout:g}s while {what}; retry later",
+                f"{source} did not answer within {timeout:g}s while {what}; retry later",
             ) from None
         except _UNAVAILABLE_ERRORS as exc:
-            log.warning("PostgreSQL unavailable while %s: %s", what, exc)
+            log.warning("%s unavailable while %s: %s", source, what, exc)
             raise RequestError(
                 grpc.StatusCode.UNAVAILABLE,
-                f"PostgreSQL is unavailable while {what} ({type(exc).__name__}); retry later",
+                f"{source} is unavailable while {what} ({type(exc).__name__}); retry later",
             ) from None
         except DBAPIError as exc:
             if exc.connection_invalidated:

@@ -35,6 +35,11 @@ class StoredBacktest:
     created_at: datetime
     finished_at: datetime | None
 
+    @property
+    def names(self) -> list[str]:
+        """The portfolios then the benchmarks, in the results' order (none until it succeeds)."""
+        return list(self.report.get("names") or self.summary)
+
 
 # A running backtest writes progress at least once a wave of decisions (seconds apart); one
 # silent this long died with its process (a server or flow stopped) and is reported failed.
